@@ -1,0 +1,261 @@
+"""Batched, device-side view generation for any number of bands.
+
+Views are made on whole batches of tensors (B, C, H, W), on the training device, instead of per
+image in DataLoader workers: on a 2-core CPU this removes the data-loading bottleneck, and on a GPU
+the augmentations cost almost nothing. Every random draw is per sample, so each image of the batch
+gets its own crop, flip and jitter, as with per-image transforms.
+
+Pipeline of :class:`ViewAugment` (raw values in, normalised values out):
+
+1. ``x * value_scale``                          (uint8 → [0, 1], S2 L2A uint16 → reflectance)
+2. random resized crop + flips (+ rot90), one ``grid_sample`` per batch
+3. RGB only: colour jitter (brightness, contrast, saturation, hue) and random grayscale
+   (SimCLR, Chen et al. 2020, App. A); they are not defined for other band counts
+4. per-band normalisation with the dataset's mean and std
+5. non-RGB: band-wise gain/offset jitter and band dropout (spec ``remote_sensing.md`` §2), the
+   spectrally safe substitutes for colour jitter
+6. optional Gaussian blur
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from geossl.errors import GeosslError
+
+
+@dataclass
+class ViewConfig:
+    """Parameters of one view distribution. Defaults follow SimCLR's small-image recipe.
+
+    Attributes:
+        size: output side in pixels (None: the input size).
+        crop_scale: range of the crop area as a fraction of the image (RandomResizedCrop).
+        crop_ratio: range of the crop aspect ratio.
+        hflip: probability of a horizontal flip.
+        vflip: probability of a vertical flip (overhead imagery has no canonical orientation).
+        rot90: draw a random multiple of 90° (overhead imagery).
+        color_jitter: probability of colour jitter (RGB only).
+        color_strength: SimCLR strength s: brightness, contrast, saturation 0.8 s and hue 0.2 s.
+        grayscale: probability of converting to grayscale (RGB only).
+        spectral_gain: per-band multiplicative jitter range (non-RGB), in normalised units.
+        spectral_offset: std of the per-band additive jitter (non-RGB), in normalised units.
+        band_dropout: probability of zeroing each band (non-RGB; at least one band is kept).
+        blur: probability of a Gaussian blur.
+        blur_sigma: range of the blur's standard deviation, in pixels.
+    """
+
+    size: int | None = None
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    vflip: float = 0.0
+    rot90: bool = False
+    color_jitter: float = 0.8
+    color_strength: float = 0.5
+    grayscale: float = 0.2
+    spectral_gain: tuple[float, float] = (0.9, 1.1)
+    spectral_offset: float = 0.02
+    band_dropout: float = 0.0
+    blur: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ViewConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise GeosslError(f"unknown view option(s) {sorted(unknown)}; known: {sorted(known)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+
+@dataclass
+class Normalization:
+    """Raw values → network input: ``(x · value_scale − mean) / std`` per band.
+
+    Attributes:
+        mean: per-band mean in scaled units, length C.
+        std: per-band std in scaled units, length C.
+        value_scale: factor from raw file values to scaled units (1/255 for 8-bit images).
+    """
+
+    mean: list[float]
+    std: list[float]
+    value_scale: float = 1.0
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (x.device, x.dtype)
+        if key not in self._cache:
+            mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1).clamp_min(1e-8)
+            self._cache[key] = (mean, std)
+        return self._cache[key]
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw (B, C, H, W) → float scaled units."""
+        if x.shape[1] != len(self.mean):
+            raise GeosslError(
+                f"the images have {x.shape[1]} bands but the normalisation statistics have {len(self.mean)}; "
+                "use data with the band count the model was trained on"
+            )
+        return x.float() * self.value_scale
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled (B, C, H, W) → normalised."""
+        mean, std = self._stats(x)
+        return (x - mean) / std
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw (B, C, H, W) → normalised float (B, C, H, W): the evaluation-time preprocessing."""
+        return self.normalize(self.scale(x))
+
+
+def _crop_flip_grid(batch: int, size: int, cfg: ViewConfig, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """Sampling grid (B, size, size, 2) of a random resized crop with flips and rot90."""
+    rand = lambda *s: torch.rand(*s, generator=generator, device=device)  # noqa: E731
+    area = cfg.crop_scale[0] + (cfg.crop_scale[1] - cfg.crop_scale[0]) * rand(batch)
+    log_r = math.log(cfg.crop_ratio[0]) + (math.log(cfg.crop_ratio[1]) - math.log(cfg.crop_ratio[0])) * rand(batch)
+    ratio = torch.exp(log_r)
+    # Half-widths in normalised coordinates [-1, 1]; clamped instead of torchvision's rejection loop.
+    w = torch.sqrt(area * ratio).clamp(max=1.0)
+    h = torch.sqrt(area / ratio).clamp(max=1.0)
+    cx = (1 - w) * (2 * rand(batch) - 1)
+    cy = (1 - h) * (2 * rand(batch) - 1)
+    sx = torch.where(rand(batch) < cfg.hflip, -w, w)
+    sy = torch.where(rand(batch) < cfg.vflip, -h, h)
+    theta = torch.zeros(batch, 2, 3, device=device)
+    theta[:, 0, 0], theta[:, 1, 1] = sx, sy
+    theta[:, 0, 2], theta[:, 1, 2] = cx, cy
+    if cfg.rot90:
+        k = torch.randint(0, 4, (batch,), generator=generator, device=device).float() * (math.pi / 2)
+        cos, sin = torch.cos(k).round(), torch.sin(k).round()
+        rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], 1)  # (B, 2, 2)
+        theta[:, :, :2] = theta[:, :, :2] @ rot
+    return F.affine_grid(theta, [batch, 1, size, size], align_corners=False)
+
+
+def _grayscale(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma of RGB (B, 3, H, W) → (B, 1, H, W)."""
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def _uniform(batch: int, low: float, high: float, device, generator) -> torch.Tensor:
+    return (low + (high - low) * torch.rand(batch, 1, 1, 1, generator=generator, device=device))
+
+
+def _color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator | None) -> torch.Tensor:
+    """SimCLR colour jitter on RGB in [0, 1]: brightness, contrast, saturation 0.8 s, hue 0.2 s.
+
+    Hue is rotated in the YIQ chroma plane, a linear and batched equivalent of the HSV shift.
+    """
+    b, dev = x.shape[0], x.device
+    s = 0.8 * strength
+    x = (x * _uniform(b, 1 - s, 1 + s, dev, generator)).clamp(0, 1)
+    mean = _grayscale(x).mean(dim=(2, 3), keepdim=True)
+    x = ((x - mean) * _uniform(b, 1 - s, 1 + s, dev, generator) + mean).clamp(0, 1)
+    gray = _grayscale(x)
+    x = ((x - gray) * _uniform(b, 1 - s, 1 + s, dev, generator) + gray).clamp(0, 1)
+    angle = _uniform(b, -0.2 * strength, 0.2 * strength, dev, generator).view(b) * 2 * math.pi
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=dev, dtype=x.dtype)
+    from_yiq = torch.linalg.inv(to_yiq)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rot = torch.zeros(b, 3, 3, device=dev, dtype=x.dtype)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+    mat = from_yiq @ rot @ to_yiq  # (B, 3, 3)
+    x = torch.einsum("bij,bjhw->bihw", mat, x).clamp(0, 1)
+    return x
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with a per-sample sigma (B,), grouped convolution."""
+    b, c, h, w = x.shape
+    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    radius = min(radius, (min(h, w) - 1) // 2) if min(h, w) > 2 else 1
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-(t.view(1, -1) ** 2) / (2 * sigma.view(-1, 1).to(x.dtype) ** 2))
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (B, K)
+    kernel = kernel.repeat_interleave(c, dim=0)  # (B*C, K)
+    flat = x.reshape(1, b * c, h, w)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kernel.view(b * c, 1, 1, -1), groups=b * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), kernel.view(b * c, 1, -1, 1), groups=b * c)
+    return flat.view(b, c, h, w)
+
+
+class ViewAugment:
+    """One random view of a batch: raw images in, normalised augmented images out.
+
+    Args:
+        config: the view distribution.
+        normalization: band statistics and value scale of the data.
+        rgb: whether the data are 3-band RGB in [0, 1] after scaling, which enables colour
+            jitter and grayscale; for any other data those two are skipped and the band-wise
+            jitter is used instead.
+
+    Shapes:
+        __call__(x (B, C, H, W) raw, generator=None) -> (B, C, S, S) float, S = config.size or H.
+    """
+
+    def __init__(self, config: ViewConfig, normalization: Normalization, rgb: bool) -> None:
+        self.config = config
+        self.normalization = normalization
+        self.rgb = rgb
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        cfg = self.config
+        b, c, h, w = x.shape
+        size = cfg.size or h
+        dev = x.device
+        x = self.normalization.scale(x)
+        x = F.grid_sample(x, _crop_flip_grid(b, size, cfg, dev, generator), mode="bilinear", padding_mode="reflection", align_corners=False)
+        if self.rgb and c == 3:
+            if cfg.color_jitter > 0:
+                apply = torch.rand(b, 1, 1, 1, generator=generator, device=dev) < cfg.color_jitter
+                x = torch.where(apply, _color_jitter(x, cfg.color_strength, generator), x)
+            if cfg.grayscale > 0:
+                apply = torch.rand(b, 1, 1, 1, generator=generator, device=dev) < cfg.grayscale
+                x = torch.where(apply, _grayscale(x).expand(-1, 3, -1, -1), x)
+            x = self.normalization.normalize(x)
+        else:
+            x = self.normalization.normalize(x)
+            lo, hi = cfg.spectral_gain
+            if hi > lo or cfg.spectral_offset > 0:
+                gain = lo + (hi - lo) * torch.rand(b, c, 1, 1, generator=generator, device=dev)
+                offset = cfg.spectral_offset * torch.randn(b, c, 1, 1, generator=generator, device=dev)
+                x = x * gain + offset
+            if cfg.band_dropout > 0 and c > 1:
+                keep = torch.rand(b, c, 1, 1, generator=generator, device=dev) >= cfg.band_dropout
+                none_kept = ~keep.any(dim=1, keepdim=True)
+                first = torch.zeros_like(keep)
+                first[:, 0] = True
+                keep = keep | (none_kept & first)
+                x = x * keep
+        if cfg.blur > 0:
+            sigma = cfg.blur_sigma[0] + (cfg.blur_sigma[1] - cfg.blur_sigma[0]) * torch.rand(b, generator=generator, device=dev)
+            apply = torch.rand(b, 1, 1, 1, generator=generator, device=dev) < cfg.blur
+            x = torch.where(apply, _gaussian_blur(x, sigma), x)
+        return x
+
+
+class MultiViewAugment:
+    """Several views of the same batch, one :class:`ViewAugment` each (e.g. SimCLR's two views).
+
+    Shapes:
+        __call__(x (B, C, H, W) raw) -> list of V tensors (B, C, S_v, S_v).
+    """
+
+    def __init__(self, augments: Sequence[ViewAugment]) -> None:
+        self.augments = list(augments)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        return [aug(x, generator) for aug in self.augments]

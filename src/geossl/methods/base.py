@@ -1,0 +1,73 @@
+"""The contract every self-supervised method fulfils (plain PyTorch, no Lightning).
+
+A method owns a backbone, its heads and its loss, declares its default views and
+hyperparameters (the paper's, cited in its docstring), and turns a list of views into a loss in
+a few lines. The Lightning engine (``geossl.train``) adds optimisation, logging and evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from geossl.augment.views import ViewConfig
+
+
+@dataclass
+class StepOutput:
+    """What a method's training step returns.
+
+    Attributes:
+        loss: scalar SSL loss to minimise.
+        features: detached backbone features of the first view (B, D), for the online probe.
+        embeddings: detached embeddings the loss acts on (B, E), for collapse monitors.
+        logs: extra scalars to log (name → value).
+    """
+
+    loss: torch.Tensor
+    features: torch.Tensor
+    embeddings: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class of the SSL methods.
+
+    Subclasses set :attr:`name`, :attr:`defaults` (hyperparameters of the paper, overridable
+    from the config) and implement :meth:`training_step`. ``self.backbone`` maps (B, C, H, W)
+    images to (B, D) features; it is the part kept for downstream use.
+    """
+
+    name: ClassVar[str] = ""
+    #: Paper defaults of the method's own hyperparameters (constructor kwargs).
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: Optimisation defaults (optimizer, base lr for batch 256, weight decay, warm-up epochs).
+    optim_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    @classmethod
+    def default_views(cls, image_size: int, overhead: bool) -> list[ViewConfig]:
+        """The method's views for images of ``image_size`` px; two identical distributions by default.
+
+        Args:
+            image_size: side of the input images.
+            overhead: aerial/satellite imagery (adds vertical flips: no canonical orientation).
+        """
+        view = ViewConfig(size=image_size, vflip=0.5 if overhead else 0.0)
+        return [view, view]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features (B, D) of normalised images (B, C, H, W)."""
+        return self.backbone(x)
+
+    def training_step(self, views: list[torch.Tensor]) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def on_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Hook after each optimiser step (EMA teachers, queues); nothing by default."""

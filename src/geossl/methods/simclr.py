@@ -1,0 +1,55 @@
+"""SimCLR (Chen, Kornblith, Norouzi, Hinton, ICML 2020)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from geossl.losses.contrastive import NTXentLoss
+from geossl.methods.base import Method, StepOutput
+from geossl.nn.backbones import feature_dim
+from geossl.nn.heads import SimCLRProjectionHead
+
+
+class SimCLR(Method):
+    """SimCLR: two augmented views, an MLP projector and the NT-Xent loss.
+
+    Defaults: projector D → 2048 → 128 with BatchNorm (paper: 2048-2048-128), LARS with
+    lr 0.3 · batch/256, weight decay 1e-6, cosine schedule with warm-up (paper §B.1).
+    Temperature 0.2: between the paper's 0.1 (ImageNet, batch 4096) and 0.5 (CIFAR, App. B.9),
+    the value of the SSW reference reproduction on small images [B §3.2], and better suited to
+    the small batches of CPU runs.
+
+    Both views go through the backbone in one forward pass, so BatchNorm sees the 2N views
+    together (as SimCLR's global BN) and the step costs exactly a backbone forward+backward.
+
+    Args:
+        backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
+        temperature: τ of NT-Xent.
+        hidden_dim: projector hidden width.
+        projection_dim: output width of the projector.
+        gather: use negatives from all processes under DDP.
+    """
+
+    name = "simclr"
+    defaults = {"temperature": 0.2, "hidden_dim": 2048, "projection_dim": 128}
+    optim_defaults = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6}
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        temperature: float = 0.2,
+        hidden_dim: int = 2048,
+        projection_dim: int = 128,
+        gather: bool = True,
+    ) -> None:
+        super().__init__(backbone)
+        self.projector = SimCLRProjectionHead(feature_dim(backbone), hidden_dim, projection_dim)
+        self.criterion = NTXentLoss(temperature=temperature, gather=gather)
+
+    def training_step(self, views: list[torch.Tensor]) -> StepOutput:
+        x_a, x_b = views
+        h = self.backbone(torch.cat([x_a, x_b]))
+        z_a, z_b = self.projector(h).chunk(2)
+        loss = self.criterion(z_a, z_b)
+        return StepOutput(loss=loss, features=h[: len(x_a)].detach(), embeddings=z_a.detach())

@@ -1,0 +1,108 @@
+"""Optimisers and learning-rate schedules for pretraining.
+
+LARS (You, Gitman, Ginsburg 2017) as used by SimCLR/BYOL: SGD with momentum whose step for each
+weight matrix is scaled by the trust ratio η‖w‖/‖g + λw‖. Biases and BatchNorm parameters are
+excluded from both weight decay and adaptation, as in the SimCLR reference code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from geossl.errors import unknown_name_error
+
+OPTIMIZERS = ("lars", "sgd", "adamw")
+
+
+class LARS(torch.optim.Optimizer):
+    """Layer-wise adaptive rate scaling.
+
+    Args:
+        params: parameters or parameter groups; a group with ``lars_exclude=True`` gets plain
+            SGD with momentum (biases, norms).
+        lr: learning rate.
+        momentum: heavy-ball momentum.
+        weight_decay: L2 penalty added to the gradient before the trust ratio.
+        trust_coefficient: η.
+        eps: guards the ratio against zero norms.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        trust_coefficient: float = 0.001,
+        eps: float = 1e-8,
+    ) -> None:
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, eps=eps, lars_exclude=False)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if not group["lars_exclude"]:
+                    if group["weight_decay"] > 0:
+                        grad = grad.add(p, alpha=group["weight_decay"])
+                    w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
+                    ratio = torch.where(
+                        (w_norm > 0) & (g_norm > 0),
+                        group["trust_coefficient"] * w_norm / (g_norm + group["eps"]),
+                        torch.ones_like(w_norm),
+                    )
+                    grad = grad * ratio
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = grad.clone()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
+                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
+
+
+def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Split parameters: weights of ≥2-D tensors get weight decay; biases and norms do not."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim > 1 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
+    ]
+
+
+def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """Optimiser by name: ``lars``, ``sgd`` (momentum, nesterov off) or ``adamw``."""
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum)
+    # Plain torch optimisers do not know the LARS-only key.
+    groups = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in groups]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise unknown_name_error("optimizer", name, OPTIMIZERS)
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_fraction: float = 0.0) -> float:
+    """Learning-rate multiplier: linear warm-up from ~0 to 1, then half-cosine down to ``final_fraction``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment, ViewConfig, _gaussian_blur
+from geossl.errors import GeosslError
+
+
+def _identity_config(**overrides):
+    kw = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.0, vflip=0.0, color_jitter=0.0, grayscale=0.0,
+              spectral_gain=(1.0, 1.0), spectral_offset=0.0)
+    return ViewConfig(**{**kw, **overrides})
+
+
+def test_identity_view_equals_normalisation():
+    norm = Normalization([0.5, 0.4, 0.3], [0.2, 0.2, 0.2], 1 / 255)
+    x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    out = ViewAugment(_identity_config(), norm, rgb=True)(x)
+    assert torch.allclose(out, norm(x), atol=1e-5)
+
+
+def test_forced_horizontal_flip_mirrors_the_image():
+    norm = Normalization([0.0], [1.0], 1.0)
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    out = ViewAugment(_identity_config(hflip=1.0), norm, rgb=False)(x)
+    assert torch.allclose(out, x.flip(-1), atol=1e-5)
+
+
+def test_views_differ_per_sample_and_keep_shape_for_any_band_count():
+    norm = Normalization([0.0] * 7, [1.0] * 7, 1e-4)
+    x = torch.rand(8, 7, 32, 32) * 10000
+    aug = MultiViewAugment([ViewAugment(ViewConfig(size=24, band_dropout=0.2), norm, rgb=False)] * 2)
+    g = torch.Generator().manual_seed(0)
+    v1, v2 = aug(x, g)
+    assert v1.shape == (8, 7, 24, 24) and torch.isfinite(v1).all()
+    assert not torch.allclose(v1, v2)
+    # Same image twice in a batch gets different crops.
+    same = ViewAugment(ViewConfig(), norm, rgb=False)(x[:1].repeat(2, 1, 1, 1), g)
+    assert not torch.allclose(same[0], same[1])
+
+
+def test_seeded_views_are_reproducible():
+    norm = Normalization([0.5] * 3, [0.25] * 3, 1 / 255)
+    x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    aug = ViewAugment(ViewConfig(blur=0.5), norm, rgb=True)
+    a = aug(x, torch.Generator().manual_seed(3))
+    b = aug(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_colour_jitter_stays_in_range_before_normalisation():
+    norm = Normalization([0.0] * 3, [1.0] * 3, 1 / 255)
+    x = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    out = ViewAugment(ViewConfig(color_jitter=1.0, color_strength=1.0, grayscale=0.5), norm, rgb=True)(x)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_blur_preserves_constant_images_and_mean():
+    x = torch.full((2, 3, 16, 16), 0.7)
+    assert torch.allclose(_gaussian_blur(x, torch.tensor([0.5, 2.0])), x, atol=1e-6)
+
+
+def test_band_count_mismatch_is_a_clear_error():
+    norm = Normalization([0.0] * 3, [1.0] * 3)
+    with pytest.raises(GeosslError, match="4 bands"):
+        norm(torch.rand(1, 4, 8, 8))
+
+
+def test_view_config_round_trip_and_unknown_key():
+    cfg = ViewConfig(size=32, crop_scale=(0.3, 1.0))
+    assert ViewConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(GeosslError, match="unknown view option"):
+        ViewConfig.from_dict({"crop_size": 3})

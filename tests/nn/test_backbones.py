@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from geossl.errors import GeosslError
+from geossl.nn import ProjectionHead, build_backbone, cosine_momentum, ema_update, make_teacher, use_small_stem
+
+
+@pytest.mark.parametrize("in_chans", [1, 3, 12])
+def test_resnet18_any_band_count(in_chans):
+    net = build_backbone("resnet18", in_chans=in_chans)
+    out = net(torch.randn(2, in_chans, 64, 64))
+    assert out.shape == (2, 512) and net.feature_dim == 512
+
+
+def test_small_stem_keeps_resolution():
+    std, small = build_backbone("resnet18"), build_backbone("resnet18", small_stem=True)
+    x = torch.randn(1, 3, 32, 32)
+    # Standard stem: /4 after conv1+maxpool; small stem: full resolution at layer1.
+    assert std.maxpool(std.relu(std.bn1(std.conv1(x)))).shape[-1] == 8
+    assert small.maxpool(small.relu(small.bn1(small.conv1(x)))).shape[-1] == 32
+    assert small.conv1.kernel_size == (3, 3)
+
+
+def test_small_stem_auto_only_for_small_images():
+    assert use_small_stem("auto", 32) and not use_small_stem("auto", 64)
+    assert use_small_stem(True, 224) and not use_small_stem("false", 16)
+
+
+def test_unknown_backbone_suggests_closest():
+    with pytest.raises(GeosslError, match="Did you mean 'resnet18'"):
+        build_backbone("resnet-18")
+
+
+def test_projection_head_shapes_and_bias_before_batchnorm():
+    head = ProjectionHead((16, 32, 8))
+    assert head(torch.randn(4, 16)).shape == (4, 8)
+    assert head[0].bias is None and head[-1].bias is not None
+
+
+def test_cosine_momentum_and_ema_update():
+    assert cosine_momentum(0, 100, 0.99) == pytest.approx(0.99)
+    assert cosine_momentum(100, 100, 0.99) == pytest.approx(1.0)
+    assert cosine_momentum(50, 100, 0.99) == pytest.approx(0.995)
+    student = torch.nn.Linear(3, 3)
+    teacher = make_teacher(student)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        student.weight.add_(1.0)
+    before = teacher.weight.clone()
+    ema_update(teacher, student, 0.9)
+    assert torch.allclose(teacher.weight, 0.9 * before + 0.1 * student.weight)

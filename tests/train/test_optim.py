@@ -1,0 +1,38 @@
+import pytest
+import torch
+
+from geossl.train.optim import LARS, build_optimizer, parameter_groups, warmup_cosine
+from geossl.errors import GeosslError
+
+
+def test_warmup_cosine_shape():
+    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
+    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_lars_step_is_trust_ratio_scaled_sgd():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4, 3))
+    b = torch.nn.Parameter(torch.randn(4))
+    w.grad, b.grad = torch.randn(4, 3), torch.randn(4)
+    w0, b0, gw, gb = w.detach().clone(), b.detach().clone(), w.grad.clone(), b.grad.clone()
+    opt = LARS([{"params": [w], "weight_decay": 0.1}, {"params": [b], "weight_decay": 0.0, "lars_exclude": True}], lr=0.5, trust_coefficient=0.01)
+    opt.step()
+    g = gw + 0.1 * w0
+    ratio = 0.01 * w0.norm() / (g.norm() + 1e-8)
+    assert torch.allclose(w, w0 - 0.5 * ratio * g, atol=1e-6)
+    assert torch.allclose(b, b0 - 0.5 * gb, atol=1e-6)
+
+
+def test_parameter_groups_exclude_biases_and_norms():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    decay, no_decay = parameter_groups(net, 1e-4)
+    assert len(decay["params"]) == 1 and len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0
+
+
+def test_unknown_optimizer():
+    with pytest.raises(GeosslError, match="Did you mean 'adamw'"):
+        build_optimizer("adam-w", [{"params": [torch.nn.Parameter(torch.zeros(1))]}], lr=0.1)
