@@ -68,6 +68,8 @@ def _quiet_lightning() -> None:
     """Lightning's start-up banners (GPU available, TPU...) are noise in a CLI."""
     import logging
 
+    import lightning.pytorch  # noqa: F401 - its import sets its loggers to INFO; override after
+
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning, module="lightning")

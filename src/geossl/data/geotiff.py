@@ -153,27 +153,27 @@ def write_geotiff(
 
 
 def resample(image: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    """Resample a (C, H, W) float image to ``size`` = (H', W').
+    """Resample a (C, H, W) or (N, C, H, W) image to ``size`` = (H', W').
 
     Bilinear uses ``align_corners=False`` (pixel areas, not pixel centres, are aligned: a 60x60 20 m band and a
     120x120 10 m band cover the same ground) and anti-aliasing when shrinking. Nearest uses torch's
     ``nearest-exact`` (pixel-centre rounding; plain ``nearest`` is shifted by half a pixel when shrinking).
 
     Returns:
-        float32 tensor of shape (C, H', W').
+        float32 tensor of shape (C, H', W') or (N, C, H', W').
     """
     if mode not in RESAMPLING_MODES:
         raise GeosslError(f"unknown resampling mode '{mode}'; use one of {', '.join(RESAMPLING_MODES)}")
     image = image.float()
     if tuple(image.shape[-2:]) == tuple(size):
         return image
-    batch = image[None]
+    batch = image if image.ndim == 4 else image[None]
     if mode == "nearest":
         out = F.interpolate(batch, size=size, mode="nearest-exact")
     else:
         shrinking = size[0] < image.shape[-2] or size[1] < image.shape[-1]
         out = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
-    return out[0]
+    return out if image.ndim == 4 else out[0]
 
 
 def _check_same_footprint(paths: Sequence[Path], metas: Sequence[dict[str, Any]]) -> None:

@@ -15,8 +15,9 @@ while small temperatures (T = 0.01 gives exp(100), beyond float32) cannot overfl
 
 Determinism: the similarity matrix is processed in query chunks with ``torch.topk``; when several bank entries tie
 with the k-th similarity and not all of them fit, the ones with the smallest class index are taken. That rule depends
-only on (similarity, label) pairs, so permuting the bank cannot change the scores. Ties between class scores go to the
-smallest class index.
+only on (similarity, label) pairs, so permuting the bank cannot change the scores (duplicated features, the usual
+source of exact ties, get bit-identical similarities). Ties between class scores go to the smallest class index.
+Different chunk sizes may use different matmul kernels, which changes scores only at float rounding level (~1e-7).
 """
 
 from __future__ import annotations

@@ -17,15 +17,17 @@ fitted from the strongest to the weakest, each warm-started from the previous so
 scikit-learn's ``LogisticRegressionCV``): weakly regularised fits start near their optimum and need few iterations.
 Ties in validation accuracy go to the strongest weight decay.
 
-Precision: float64 up to 4·10⁶ feature entries (N·D), float32 above. float64 keeps small problems (the tests against
-scikit-learn) at the exact optimum; on large ones float32 stops within ~1e-7 of the optimal loss with the same
-accuracy, 4-5× faster (16,200 × 512 features, 10 classes: ~2.5 s for the five weight decays on 2 CPU cores, against
-~11 s in float64).
+Precision and threads: float64 up to 4·10⁶ feature entries (N·D), float32 above. float64 keeps small problems (the
+tests against scikit-learn) at the exact optimum; on large ones float32 stops within ~1e-7 of the optimal loss with the
+same accuracy, 4-5× faster. Problems up to 10⁸ multiply-adds per matmul (N·D·C) run on one thread (see
+:data:`SINGLE_THREAD_MAX_MACS`). 16,200 × 512 features, 10 classes, five weight decays: 2.5-7 s on 2 shared CPU
+cores (~11-17 s in float64 with 2 threads).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -45,6 +47,24 @@ from geossl.eval._checks import (
 
 #: Above this many feature entries (N * D) the probe is fitted in float32 (half the memory, twice the matmul speed).
 FLOAT64_MAX_ENTRIES = 4_000_000
+#: Up to this many multiply-adds per logits matmul (N * D * C) the fit runs on one thread. L-BFGS makes hundreds of
+#: small sequential calls, where thread synchronisation dominates as soon as the cores are shared: on 2 busy cores,
+#: one thread was 10-30x faster on digits (1,347 x 64 x 10) and 2-3x faster on 16,200 x 512 x 10 (8.3e7).
+SINGLE_THREAD_MAX_MACS = 100_000_000
+
+
+@contextmanager
+def _at_most_threads(n: int) -> Iterator[None]:
+    """Temporarily cap torch's intra-op threads at ``n`` (restored on exit)."""
+    old = torch.get_num_threads()
+    if n >= old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -198,6 +218,7 @@ def linear_probe(
     check_nonempty(x_te, "test_features")
     check_same_dim(x_tr, x_te, "train_features", "test_features")
     all_labels = [y_tr, y_te]
+    x_va = y_va = None
     if val_features is not None:
         x_va = as_features(val_features, "val_features").cpu()
         y_va = as_labels(val_labels, "val_labels").cpu()
@@ -207,25 +228,44 @@ def linear_probe(
         all_labels.append(y_va)
     n_classes = infer_num_classes(*all_labels)
     dtype = torch.float64 if x_tr.numel() <= FLOAT64_MAX_ENTRIES else torch.float32
+    small = x_tr.numel() * n_classes <= SINGLE_THREAD_MAX_MACS
+    # Autograd on even when called from a no_grad / inference_mode context (e.g. a Lightning validation hook).
+    with _at_most_threads(1 if small else torch.get_num_threads()), torch.inference_mode(False), torch.enable_grad():
+        return _probe(x_tr, y_tr, x_te, y_te, x_va, y_va, n_classes, wds, max_iter, seed, dtype)
 
-    # 1. Choose λ on the validation split (regularisation path, strongest first, warm-started).
+
+def _probe(
+    x_tr: Tensor,
+    y_tr: Tensor,
+    x_te: Tensor,
+    y_te: Tensor,
+    x_va: Tensor | None,
+    y_va: Tensor | None,
+    n_classes: int,
+    wds: list[float],
+    max_iter: int,
+    seed: int,
+    dtype: torch.dtype,
+) -> dict[str, Any]:
+    """Body of :func:`linear_probe` on validated CPU tensors; ``x_va`` is None when no validation split is given."""
+    # 1. Choose λ on a validation split: the given one (fit on all of train), or a held-out 10 % of train followed by
+    #    a refit on all of it. A regularisation path, strongest first, each fit warm-started from the previous one.
     chosen, val_top1, params = wds[0], None, None
     refit = False
-    if val_features is None and len(wds) > 1:
+    x_fit, y_fit = x_tr, y_tr
+    if x_va is None and len(wds) > 1:
         fit_idx, held_idx = stratified_split(y_tr, 0.1, seed)
-        if held_idx.numel() > 0:
+        if held_idx.numel() > 0:  # only singleton classes: nothing to hold out, keep the strongest λ
             x_fit, y_fit, x_va, y_va = x_tr[fit_idx], y_tr[fit_idx], x_tr[held_idx], y_tr[held_idx]
             refit = True
-    elif val_features is not None:
-        x_fit, y_fit = x_tr, y_tr
-    if val_features is not None or refit:
+    if x_va is not None and y_va is not None:
         std = _Standardizer(x_fit.to(dtype))
         xf, xv = std(x_fit.to(dtype)), std(x_va.to(dtype))
-        best = -1.0
+        best, best_params = -1.0, None
         for wd in wds:
             params = _fit(xf, y_fit, n_classes, wd, max_iter, init=params)
             acc = topk_accuracy(_scores(xv, params), y_va, 1)
-            if acc > best:  # strict: ties keep the stronger weight decay seen first
+            if acc > best:  # strict: ties keep the stronger weight decay, fitted first
                 best, chosen, best_params = acc, wd, params
         val_top1, params = best, best_params
 

@@ -40,13 +40,16 @@ class Throughput(L.Callback):
 class ETAProgressBar(TQDMProgressBar):
     """The TQDM bar with the remaining time of the whole run (not only the epoch)."""
 
+    #: Logged name → name shown in the bar (the bar has little room).
+    SHORT_NAMES = {"train/loss_step": "loss", "train/img_per_s": "img/s", "val/knn_top1": "knn"}
+
     def __init__(self, throughput: Throughput, refresh_rate: int = 1) -> None:
         super().__init__(refresh_rate=refresh_rate)
         self.throughput = throughput
 
     def get_metrics(self, trainer, pl_module):
-        metrics = super().get_metrics(trainer, pl_module)
-        metrics.pop("v_num", None)
+        raw = super().get_metrics(trainer, pl_module)
+        metrics = {short: raw[key] for key, short in self.SHORT_NAMES.items() if key in raw}
         t = self.throughput
         if t.fit_start is not None and t.steps_done > 0:
             elapsed = time.perf_counter() - t.fit_start

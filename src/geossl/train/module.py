@@ -70,11 +70,7 @@ class PretrainModule(L.LightningModule):
         images, labels = batch
         out = self.method.training_step(self.views(images))
         if not torch.isfinite(out.loss):
-            lr = self.optimizers().param_groups[0]["lr"] if self._trainer is not None else float("nan")
-            raise GeosslError(
-                f"the loss became {out.loss.item()} at step {self.global_step} (epoch {self.current_epoch}, lr {lr:.3g}); "
-                "lower --lr, lengthen the warm-up, use --precision 32-true, or check the data for NaN values"
-            )
+            self._diverged(f"the loss became {out.loss.item()}")
         batch_size = images.shape[0]
         self.log("train/loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
         for name, value in out.logs.items():
@@ -86,6 +82,14 @@ class PretrainModule(L.LightningModule):
             loss = loss + probe_loss
         self._last_embeddings = out.embeddings
         return loss
+
+    def _diverged(self, what: str) -> None:
+        """Stop training with a one-line error naming the step and what to try."""
+        lr = self.optimizers().param_groups[0]["lr"] if self._trainer is not None else float("nan")
+        raise GeosslError(
+            f"{what} at step {self.global_step} (epoch {self.current_epoch}, lr {lr:.3g}); "
+            "lower --lr, lengthen the warm-up, use --precision 32-true, or check the data for NaN values"
+        )
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.method.on_optimizer_step(self.global_step, int(self.trainer.estimated_stepping_batches))
@@ -115,6 +119,8 @@ class PretrainModule(L.LightningModule):
         kw = dict(preprocess=self.normalization, batch_size=max(256, self.config.batch_size), device=self.device, progress=False)
         bank_f, bank_y = extract_features(self.method.backbone, bank, **kw)
         test_f, test_y = extract_features(self.method.backbone, held_out, **kw)
+        if not (torch.isfinite(bank_f).all() and torch.isfinite(test_f).all()):
+            self._diverged("the network produced NaN or infinite features")
         knn = knn_classify(bank_f, bank_y, test_f, test_y, k=self.config.knn_k, temperature=self.config.knn_temperature)
         self.log("val/knn_top1", float(knn["top1"]), prog_bar=True)
         self.log("val/rankme", rankme(test_f))

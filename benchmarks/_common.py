@@ -1,0 +1,75 @@
+"""Shared helpers of the benchmark scripts: machine description and result tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("GEOSSL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "commit": commit(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.2f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, title: str, rows: list[dict[str, Any]], columns: list[str], notes: str = "", extra: dict | None = None) -> Path:
+    """Print the table and write ``results/NAME.md`` and ``results/NAME.json``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    table = markdown_table(rows, columns)
+    md = [f"# {title}", "", table, ""]
+    if notes:
+        md += [notes.strip(), ""]
+    md += ["Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), ""]
+    (RESULTS / f"{name}.md").write_text("\n".join(md))
+    (RESULTS / f"{name}.json").write_text(json.dumps({"title": title, "rows": rows, "machine": info, **(extra or {})}, indent=2))
+    print(table)
+    print(f"\nwrote {RESULTS / (name + '.md')}")
+    return RESULTS / f"{name}.md"

@@ -1,0 +1,55 @@
+"""Shared fixtures: small generated image folders and an isolated cache directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("GEOSSL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Band statistics and other caches go to a per-session temporary folder, never ~/.cache."""
+    monkeypatch.setenv("GEOSSL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "geossl-cache"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+def make_rgb_folder(root: Path, classes: int = 3, per_class: int = 12, size: int = 16, seed: int = 0) -> Path:
+    """A labelled folder of PNGs whose classes differ by colour (so they are learnable)."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        d = root / f"class_{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        base = np.zeros(3)
+        base[c % 3] = 180
+        for i in range(per_class):
+            img = np.clip(base + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(d / f"img_{i}.png")
+    return root
+
+
+def make_npy_folder(root: Path, bands: int = 5, classes: int = 2, per_class: int = 10, size: int = 16, seed: int = 0) -> Path:
+    """A labelled folder of (C, H, W) float32 .npy arrays."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        d = root / f"class_{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            np.save(d / f"img_{i}.npy", (rng.normal(c, 1.0, (bands, size, size))).astype(np.float32))
+    return root
+
+
+@pytest.fixture
+def rgb_folder(tmp_path) -> Path:
+    return make_rgb_folder(tmp_path / "rgb")
+
+
+@pytest.fixture
+def npy_folder(tmp_path) -> Path:
+    return make_npy_folder(tmp_path / "npy")
