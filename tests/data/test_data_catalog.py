@@ -76,3 +76,13 @@ def test_list_datasets():
     names = [name for name, _ in list_datasets()]
     assert names[0] == "eurosat-sample" and {"cifar10", "cifar100", "stl10"} <= set(names)
     assert all(desc and "\n" not in desc for _, desc in list_datasets())
+
+
+def test_path_object_named_like_a_builtin_is_a_folder(tmp_path, monkeypatch, make_labelled_folder):
+    from pathlib import Path
+
+    make_labelled_folder({"a": 5, "b": 5}, name="cifar10")
+    monkeypatch.chdir(tmp_path)
+    data = load_data(Path("cifar10"), split=(0.6, 0.4))
+    assert data.name == "cifar10" and data.classes == ["a", "b"] and len(data.train) == 6
+    assert load_data("./cifar10", split=(0.6, 0.4)).classes == ["a", "b"]

@@ -268,3 +268,24 @@ def test_statistics_subsample_and_in_memory_fingerprint():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a working cache dir produces no warnings
         band_statistics(TensorImageDataset(changed))
+
+
+def test_generic_subset_and_fingerprint_for_custom_datasets():
+    class Squares(ImageDataset):
+        """A minimal user dataset: item i is a constant image of value i."""
+
+        def __init__(self, n: int) -> None:
+            self.labels = torch.arange(n) % 2
+            self.classes = ["even", "odd"]
+            self.num_bands, self.image_size, self.value_scale = 1, (2, 2), 1.0
+
+        def __getitem__(self, i: int):
+            return torch.full((1, 2, 2), float(i)), int(self.labels[i])
+
+    ds = Squares(6)
+    sub = ds.subset([5, 2])
+    assert len(sub) == 2 and sub.classes == ["even", "odd"] and sub[0][0][0, 0, 0].item() == 5.0
+    assert sub.labels.tolist() == [1, 0]
+    mean, std = band_statistics(sub, cache=True)
+    assert mean == pytest.approx([3.5]) and std == pytest.approx([1.5])
+    assert sub.fingerprint() != ds.subset([2, 5]).fingerprint()

@@ -99,12 +99,23 @@ class ImageDataset(Dataset):
         return self.classes is not None and bool((self.labels >= 0).any())
 
     def subset(self, indices: IndexLike) -> ImageDataset:
-        """A dataset with the given items (in the given order), keeping all metadata."""
-        raise NotImplementedError
+        """A dataset with the given items (in the given order), keeping all metadata.
+
+        The default returns a view (:class:`SubsetImageDataset`); in-memory datasets return a compact copy.
+        """
+        return SubsetImageDataset(self, as_index_tensor(indices, len(self)))
 
     def fingerprint(self) -> str:
-        """A hex string that changes whenever the dataset content changes (used as a cache key)."""
-        raise NotImplementedError
+        """A hex string that changes whenever the dataset content changes (used as a cache key).
+
+        The default hashes every item, which reads the whole dataset; subclasses provide cheaper ones.
+        """
+        h = hashlib.sha256(f"{type(self).__name__} {len(self)} {self.num_bands} {self.image_size}".encode())
+        for i in range(len(self)):
+            image, label = self[i]
+            h.update(image.contiguous().numpy().tobytes())
+            h.update(str(label).encode())
+        return h.hexdigest()
 
     def __repr__(self) -> str:
         h, w = self.image_size
@@ -210,3 +221,26 @@ class TensorImageDataset(ImageDataset):
             h.update(self.labels.numpy().astype("<i8").tobytes())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
+
+
+class SubsetImageDataset(ImageDataset):
+    """A view on selected items of another dataset (for datasets that do not hold one tensor)."""
+
+    def __init__(self, parent: ImageDataset, indices: torch.Tensor) -> None:
+        self.parent = parent
+        self.indices = indices
+        self.labels = parent.labels[indices]
+        self.classes = parent.classes
+        self.num_bands = parent.num_bands
+        self.image_size = parent.image_size
+        self.value_scale = parent.value_scale
+        self.band_names = parent.band_names
+        self.files = [parent.files[i] for i in indices.tolist()] if parent.files is not None else None
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.parent[int(self.indices[index])]
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self.parent.fingerprint().encode())
+        h.update(self.indices.numpy().astype("<i8").tobytes())
+        return h.hexdigest()

@@ -89,7 +89,9 @@ def _canonical(spec: str) -> str | None:
     return None
 
 
-def _looks_like_path(spec: str) -> bool:
+def _looks_like_path(spec: str | os.PathLike) -> bool:
+    if isinstance(spec, os.PathLike):
+        return True  # a Path object is never meant as a dataset name
     return any(sep in spec for sep in ("/", "\\", os.sep)) or spec.startswith(("~", ".")) or Path(spec).exists()
 
 
@@ -230,7 +232,7 @@ def load_data(
         name, source = Path(train_data).expanduser().resolve().name, str(Path(train_data).expanduser().resolve())
         if test_data is not None:
             source += f" (test: {Path(test_data).expanduser().resolve()})"
-    elif spec is None or _canonical(str(spec)) == SAMPLE_NAME:
+    elif spec is None or (isinstance(spec, str) and _canonical(spec) == SAMPLE_NAME):
         parts, manifest = load_eurosat_sample(image_size=size, progress=progress)
         train, val, test = parts["train"], parts["val"], parts["test"]
         per_class = "/".join(str(v) for v in manifest["split_per_class"].values())
@@ -239,7 +241,7 @@ def load_data(
             f"{len(train)}/{len(val)}/{len(test)} train/val/test images"
         )
         name, source = SAMPLE_NAME, f"built-in {SAMPLE_NAME} (EuroSAT RGB subset, Helber et al. 2019, MIT)"
-    elif _canonical(str(spec)) is not None and not _looks_like_path(str(spec)):
+    elif _canonical(str(spec)) is not None and not _looks_like_path(spec):
         name = _canonical(str(spec))
         data_root = Path(root).expanduser() if root is not None else default_data_root()
         parts = load_torchvision_dataset(name, data_root, download=download)
@@ -250,7 +252,7 @@ def load_data(
         if unlabeled is not None:
             split_description += f" (+{len(unlabeled)} unlabelled images)"
         source = f"torchvision {name} under {data_root}"
-    elif _looks_like_path(str(spec)):
+    elif _looks_like_path(spec):
         path = Path(spec).expanduser()
         full = load_image_folder(path, **folder_kw)
         indices = stratified_split(full.labels, fractions, seed)

@@ -48,9 +48,8 @@ def as_labels(y: Any, name: str, *, allow_unlabeled: bool = False) -> Tensor:
     t = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y)
     if t.ndim != 1:
         raise GeosslError(f"{name} must be a 1-D array of class indices, got shape {tuple(t.shape)}.")
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        if t.numel() and not torch.equal(t, t.round()):
-            raise GeosslError(f"{name} must hold integer class indices, got non-integer values.")
+    if t.is_complex() or (t.is_floating_point() and t.numel() and not torch.equal(t, t.round())):
+        raise GeosslError(f"{name} must hold integer class indices, got non-integer values.")
     t = t.long()
     lowest = -1 if allow_unlabeled else 0
     if t.numel() and int(t.min()) < lowest:

@@ -229,8 +229,12 @@ def linear_probe(
     n_classes = infer_num_classes(*all_labels)
     dtype = torch.float64 if x_tr.numel() <= FLOAT64_MAX_ENTRIES else torch.float32
     small = x_tr.numel() * n_classes <= SINGLE_THREAD_MAX_MACS
-    # Autograd on even when called from a no_grad / inference_mode context (e.g. a Lightning validation hook).
+    # Autograd on even when called from a no_grad / inference_mode context (e.g. a Lightning validation hook); tensors
+    # created in inference mode cannot enter autograd, so those are cloned into normal tensors.
     with _at_most_threads(1 if small else torch.get_num_threads()), torch.inference_mode(False), torch.enable_grad():
+        x_tr, y_tr, x_te, y_te = (t.clone() if t.is_inference() else t for t in (x_tr, y_tr, x_te, y_te))
+        if x_va is not None and y_va is not None:
+            x_va, y_va = (t.clone() if t.is_inference() else t for t in (x_va, y_va))
         return _probe(x_tr, y_tr, x_te, y_te, x_va, y_va, n_classes, wds, max_iter, seed, dtype)
 
 

@@ -6,7 +6,6 @@ trying another protocol or k costs seconds.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,7 +18,7 @@ import torch
 import geossl
 from geossl.data import DataSplits, load_data
 from geossl.errors import GeosslError, unknown_name_error
-from geossl.eval.features import extract_features
+from geossl.eval.features import FeatureCache, extract_features
 from geossl.eval.knn import knn_classify
 from geossl.eval.linear import linear_probe
 from geossl.eval.report import format_results_table, write_report
@@ -45,17 +44,11 @@ def _encoder_key(enc: LoadedEncoder, seed: int) -> str:
 
 def _features(enc: LoadedEncoder, dataset, cache_dir: Path, key: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone features of ``dataset``, read from ``cache_dir`` when computed before."""
-    digest = hashlib.sha1(f"{key}|{dataset.fingerprint()}".encode()).hexdigest()[:16]
-    path = cache_dir / f"{digest}.pt"
-    if path.is_file():
-        cached = torch.load(path, map_location="cpu", weights_only=True)
-        return cached["features"], cached["labels"]
-    feats, labels = extract_features(enc.backbone, dataset, preprocess=enc.normalization, batch_size=batch_size, progress=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"features": feats, "labels": labels}, tmp)
-    tmp.replace(path)  # atomic: an interrupted run never leaves a truncated cache file
-    return feats, labels
+    cache = FeatureCache(cache_dir)
+    return cache.get_or_compute(
+        f"{key}|{dataset.fingerprint()}",
+        lambda: extract_features(enc.backbone, dataset, preprocess=enc.normalization, batch_size=batch_size, progress=True),
+    )
 
 
 def _load_eval_data(enc: LoadedEncoder, data, root, train_data, test_data) -> DataSplits:
