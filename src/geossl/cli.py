@@ -135,6 +135,8 @@ def pretrain(
         overrides["method_args"] = {}
     cfg = base.merged(overrides)
     result = run_pretrain(cfg)
+    if not result.is_main_process:
+        return
     verb = "resumed and finished" if result.resumed else "finished"
     knn = result.metrics.get("val/knn_top1")
     typer.echo(f"{verb}: {result.run_dir}" + (f"  (online kNN top-1 {knn:.2f})" if knn is not None else ""))

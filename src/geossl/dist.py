@@ -1,11 +1,11 @@
 """Distributed helpers: rank, world size and an all-gather that carries gradients.
 
 ``torch.distributed.all_gather`` returns tensors detached from the graph, so a contrastive loss
-built on it only back-propagates into the local half of the batch. :func:`gather` uses the
-autograd-aware collective (``torch.distributed.nn.functional.all_gather``) whose backward sums
-the incoming gradients over processes and returns each process its own slice. Combined with
-DDP's gradient averaging this gives exactly the single-process gradient of the global loss
-(tested in ``tests/distributed``).
+built on it only back-propagates into the local part of the batch. :func:`gather` wraps it in an
+autograd function whose backward sums the incoming gradients over processes (all-reduce) and
+returns each process its own slice: every process holds ∂(Σ_r L_r)/∂z_local, and DDP's gradient
+averaging then yields exactly the single-process gradient of the global mean loss (tested in
+``tests/distributed``). A backward that does not sum (only the local term) is a known peer bug.
 """
 
 from __future__ import annotations
@@ -41,9 +41,25 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return tensor
-    from torch.distributed.nn.functional import all_gather
+    return _GatherWithGrad.apply(tensor)
 
-    return torch.cat(all_gather(tensor), dim=0)
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; all-reduce (sum) and slice backward."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        parts = [torch.empty_like(tensor) for _ in range(torch_dist.get_world_size())]
+        torch_dist.all_gather(parts, tensor.contiguous())
+        ctx.rows = tensor.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        torch_dist.all_reduce(grad, op=torch_dist.ReduceOp.SUM)
+        start = torch_dist.get_rank() * ctx.rows
+        return grad[start : start + ctx.rows]
 
 
 def gather_sizes_consistent(n: int) -> bool:

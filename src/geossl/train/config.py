@@ -32,7 +32,7 @@ class PretrainConfig:
     method_args: dict[str, Any] = field(default_factory=dict)
     backbone: str = "resnet18"
     small_stem: bool | str = "auto"
-    data: str = "eurosat-sample"
+    data: str | None = None  # None: the built-in eurosat-sample (unless train_data is given)
     root: str | None = None
     train_data: str | None = None
     test_data: str | None = None

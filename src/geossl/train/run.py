@@ -44,6 +44,7 @@ class PretrainResult:
     best_checkpoint: Path | None
     metrics: dict[str, float]
     resumed: bool
+    is_main_process: bool = True
 
 
 def data_from_config(config: PretrainConfig) -> DataSplits:
@@ -224,18 +225,21 @@ def pretrain(config: PretrainConfig, *, data: DataSplits | None = None) -> Pretr
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_yaml_config(config, run_dir / "config.yaml")
     has_monitor = module.eval_sets is not None
-    checkpoint = ModelCheckpoint(
+    # Two callbacks: Lightning only refreshes save_last when the top-k checkpoint changed, and
+    # last.ckpt must follow every epoch for resumption.
+    last_checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False)
+    best_checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
-        monitor="val/knn_top1" if has_monitor else None,
+        monitor="val/knn_top1",
         mode="max",
-        save_top_k=1 if has_monitor else 0,
-        save_last=True,
+        save_top_k=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
+    checkpoints = [last_checkpoint] + ([best_checkpoint] if has_monitor else [])
     throughput = Throughput()
-    callbacks = [throughput, checkpoint, LearningRateMonitor(logging_interval="epoch")]
+    callbacks = [throughput, *checkpoints, LearningRateMonitor(logging_interval="epoch")]
     if config.progress:
         callbacks.append(ETAProgressBar(throughput))
     loader = torch.utils.data.DataLoader(
@@ -270,8 +274,9 @@ def pretrain(config: PretrainConfig, *, data: DataSplits | None = None) -> Pretr
         warnings.filterwarnings("ignore", message=".*val_dataloader.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
         trainer.fit(module, train_dataloaders=loader, ckpt_path=str(last) if resume else None)
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
-    if best is None and (run_dir / "checkpoints" / "best.ckpt").is_file():
-        best = run_dir / "checkpoints" / "best.ckpt"
+    best = run_dir / "checkpoints" / "best.ckpt"
+    best = best if best.is_file() else None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    return PretrainResult(run_dir=run_dir, last_checkpoint=last, best_checkpoint=best, metrics=metrics, resumed=resume)
+    return PretrainResult(
+        run_dir=run_dir, last_checkpoint=last, best_checkpoint=best, metrics=metrics, resumed=resume, is_main_process=trainer.is_global_zero
+    )
