@@ -42,14 +42,14 @@ def seconds_per_epoch(data, batch_size: int) -> float:
     """Time a few SimCLR steps to size the schedule to the budget."""
     norm = Normalization(data.mean, data.std, data.value_scale)
     augs = [ViewAugment(v, norm, data.is_rgb) for v in SimCLR.default_views(64, True)]
-    method = SimCLR(build_backbone("resnet18", data.num_bands))
+    method = SimCLR(build_backbone("resnet18", data.num_bands)).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(method.parameters(), lr=1e-3)
     x = torch.stack([data.train[i][0] for i in range(batch_size)])
     times = []
     for i in range(4):
         t = time.perf_counter()
         opt.zero_grad()
-        method.training_step([a(x) for a in augs]).loss.backward()
+        method.training_step([a(x).contiguous(memory_format=torch.channels_last) for a in augs]).loss.backward()
         opt.step()
         if i > 0:
             times.append(time.perf_counter() - t)
@@ -59,7 +59,7 @@ def seconds_per_epoch(data, batch_size: int) -> float:
 def supervised(data, budget_s: float, batch_size: int, epochs: int, seed: int = 0) -> tuple[torch.nn.Module, dict]:
     """Supervised ResNet-18 with cross-entropy on the train split for the same budget."""
     torch.manual_seed(seed)
-    backbone = build_backbone("resnet18", data.num_bands)
+    backbone = build_backbone("resnet18", data.num_bands).to(memory_format=torch.channels_last)
     head = torch.nn.Linear(512, len(data.classes))
     params = list(backbone.parameters()) + list(head.parameters())
     lr = 0.1 * batch_size / 256
@@ -74,7 +74,7 @@ def supervised(data, budget_s: float, batch_size: int, epochs: int, seed: int = 
         for x, y in loader:
             for g in opt.param_groups:
                 g["lr"] = lr * warmup_cosine(step, total, len(loader))
-            loss = F.cross_entropy(head(backbone(aug(x))), y)
+            loss = F.cross_entropy(head(backbone(aug(x).contiguous(memory_format=torch.channels_last))), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

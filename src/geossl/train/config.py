@@ -53,6 +53,7 @@ class PretrainConfig:
     devices: int | str = 1
     strategy: str = "auto"
     precision: str = "32-true"
+    channels_last: bool = True  # NHWC convolutions: ~20% faster ResNet steps on CPU (oneDNN) and GPU
     num_workers: int | str = "auto"
     seed: int = 0
     views: list[dict[str, Any]] | None = None

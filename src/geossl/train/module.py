@@ -56,6 +56,8 @@ class PretrainModule(L.LightningModule):
         self.config = PretrainConfig.from_dict(config)
         self.data_info = data_info
         self.method = build_method(self.config, data_info)
+        if self.config.channels_last:
+            self.method.to(memory_format=torch.channels_last)
         self.normalization = normalization_from_info(data_info)
         rgb = bool(data_info.get("rgb", False))
         self.views = MultiViewAugment([ViewAugment(ViewConfig.from_dict(v), self.normalization, rgb) for v in self.config.views or []])
@@ -68,7 +70,10 @@ class PretrainModule(L.LightningModule):
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
-        out = self.method.training_step(self.views(images))
+        views = self.views(images)
+        if self.config.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        out = self.method.training_step(views)
         if not torch.isfinite(out.loss):
             self._diverged(f"the loss became {out.loss.item()}")
         batch_size = images.shape[0]

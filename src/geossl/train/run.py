@@ -209,7 +209,7 @@ def pretrain(config: PretrainConfig, *, data: DataSplits | None = None) -> Pretr
     data = data if data is not None else data_from_config(config)
     config = resolve_config(config, data)
     validate_config(config)
-    n_train = len(data.train)
+    n_train = len(data.train) + (len(data.unlabeled) if getattr(data, "unlabeled", None) is not None else 0)
     if config.batch_size > n_train:
         raise GeosslError(f"--batch-size {config.batch_size} is larger than the training set ({n_train} images); use --batch-size {n_train} or less")
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config, data.name)
@@ -242,8 +242,11 @@ def pretrain(config: PretrainConfig, *, data: DataSplits | None = None) -> Pretr
     callbacks = [throughput, *checkpoints, LearningRateMonitor(logging_interval="epoch")]
     if config.progress:
         callbacks.append(ETAProgressBar(throughput))
+    # Unlabelled extras (STL-10's 100,000 images) join the pretraining set; their label -1 keeps them
+    # out of the online probe.
+    train_set = data.train if getattr(data, "unlabeled", None) is None else torch.utils.data.ConcatDataset([data.train, data.unlabeled])
     loader = torch.utils.data.DataLoader(
-        data.train,
+        train_set,
         batch_size=config.batch_size,
         shuffle=True,
         drop_last=True,  # BatchNorm and the contrastive batch want full batches
@@ -273,6 +276,8 @@ def pretrain(config: PretrainConfig, *, data: DataSplits | None = None) -> Pretr
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*val_dataloader.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+        # Epochs without an online evaluation (--online-eval-every > 1) have no kNN score to compare.
+        warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
         trainer.fit(module, train_dataloaders=loader, ckpt_path=str(last) if resume else None)
     best = run_dir / "checkpoints" / "best.ckpt"
     best = best if best.is_file() else None
