@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_RUN ?= runs/demo
-DEMO_EPOCHS ?= 20
+DEMO_EPOCHS ?= 15
 
 .PHONY: demo test install install-test clean-demo
 

@@ -30,7 +30,7 @@ out="$repo/benchmarks/results/demo.md"
   echo "**Total wall time of \`make demo\`: ${total} s** (target ≤ 300 s)."
   echo
   echo '```'
-  grep -v -E 'Warning|warn|LeafSpec|^\s*$' "$work/demo.log" | tail -n 25
+  grep -v -E 'Warning|warn|WARNING|LeafSpec|^\s*$' "$work/demo.log" | tail -n 25
   echo '```'
 } > "$out"
 echo "wrote $out (total ${total} s)"
