@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from geossl.data import DataSplits, load_data
-from geossl.errors import GeosslError
+from geossl.errors import GeosslError, unknown_name_error
 from geossl.methods.registry import get_method
 from geossl.nn.backbones import BACKBONES
 from geossl.train.config import PretrainConfig, config_differences, load_yaml_config, save_yaml_config
@@ -99,12 +99,8 @@ def validate_config(config: PretrainConfig) -> None:
     """Cheap checks of names and numbers, before any data is read."""
     get_method(config.method)
     if config.backbone not in BACKBONES:
-        from geossl.errors import unknown_name_error
-
         raise unknown_name_error("backbone", config.backbone, BACKBONES)
     if config.optimizer is not None and config.optimizer not in OPTIMIZERS:
-        from geossl.errors import unknown_name_error
-
         raise unknown_name_error("optimizer", config.optimizer, OPTIMIZERS)
     for key in ("epochs", "batch_size", "accumulate_grad_batches"):
         if int(getattr(config, key)) < 1:
@@ -245,13 +241,14 @@ def pretrain(config: PretrainConfig, *, data: DataSplits | None = None) -> Pretr
     # Unlabelled extras (STL-10's 100,000 images) join the pretraining set; their label -1 keeps them
     # out of the online probe.
     train_set = data.train if getattr(data, "unlabeled", None) is None else torch.utils.data.ConcatDataset([data.train, data.unlabeled])
+    workers = _resolve_workers(config, data)
     loader = torch.utils.data.DataLoader(
         train_set,
         batch_size=config.batch_size,
         shuffle=True,
         drop_last=True,  # BatchNorm and the contrastive batch want full batches
-        num_workers=_resolve_workers(config, data),
-        persistent_workers=_resolve_workers(config, data) > 0,
+        num_workers=workers,
+        persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(config.seed),
     )
     trainer = L.Trainer(
