@@ -38,3 +38,12 @@ def test_core_does_not_import_lightning():
     code = "import sys, geossl.losses, geossl.nn, geossl.eval, geossl.data, geossl.augment.views, geossl.methods, geossl.train; print(any(m.startswith('lightning') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_ot_example_runs():
+    block = next(b for b in python_blocks() if "from geossl.ot import" in b)
+    scope: dict = {}
+    exec(compile(block, "README-ot-example", "exec"), scope)
+    assert scope["plan"].shape == (64, 256, 256) and scope["value"].shape == (64,)
+    # Uniform marginals: every problem's plan sums to 1 over rows (within the 100-iteration accuracy).
+    assert (scope["plan"].sum(dim=(1, 2)) - 1).abs().max() < 1e-4

@@ -119,6 +119,11 @@ def test_float32_small_reg_is_finite() -> None:
             assert float(res.marginal_error) < 1e-4
         res.value.backward()
         assert torch.isfinite(M.grad).all()
+    # run to convergence (slow at reg = 1e-3): the reported error is then below tol
+    M = torch.rand(10, 12, generator=g) * 10
+    res = sinkhorn(None, None, M, 1e-3, max_iter=20000, tol=1e-3, grad="detach", return_result=True)
+    assert res.converged and float(res.marginal_error) < 1e-3 and torch.isfinite(res.plan).all()
+    assert abs(float(res.plan.sum(1).sub(1 / 10).abs().sum()) - float(res.marginal_error)) < 1e-5
     # fixed-iteration mode in float32 also stays finite (few iterations: infeasible but finite, error reported)
     M = torch.rand(16, 16, generator=g) * 10
     res = sinkhorn(None, None, M, 1e-3, n_iters=5, return_result=True)

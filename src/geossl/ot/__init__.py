@@ -1,0 +1,29 @@
+"""Optimal transport in pure PyTorch: entropic (balanced, unbalanced, batched) and sliced solvers.
+
+Names follow POT (``a``, ``b``, ``M``, ``reg``, ``reg_m``; ``f`` returns the plan, ``f2`` the value).
+Everything is device- and dtype-preserving and differentiable. Spec: ``specs/ot.md``.
+"""
+
+from geossl.ot._result import SinkhornResult
+from geossl.ot.sinkhorn import sinkhorn, sinkhorn2
+from geossl.ot.sliced import (
+    sliced_wasserstein,
+    spherical_sliced_wasserstein,
+    spherical_sliced_wasserstein_to_uniform,
+    wasserstein_1d,
+    wasserstein_circle,
+)
+from geossl.ot.unbalanced import sinkhorn_unbalanced, sinkhorn_unbalanced2
+
+__all__ = [
+    "SinkhornResult",
+    "sinkhorn",
+    "sinkhorn2",
+    "sinkhorn_unbalanced",
+    "sinkhorn_unbalanced2",
+    "sliced_wasserstein",
+    "spherical_sliced_wasserstein",
+    "spherical_sliced_wasserstein_to_uniform",
+    "wasserstein_1d",
+    "wasserstein_circle",
+]

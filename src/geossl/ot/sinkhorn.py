@@ -75,7 +75,8 @@ def _iterate(
     def error(fh: torch.Tensor, gh: torch.Tensor, prev: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
             if balanced:
-                log_rows = fh + torch.logsumexp(gh[:, None, :] - Mr, dim=2)
+                # same expression as the returned plan, so the error describes that plan (float32 rounding)
+                log_rows = torch.logsumexp(fh[:, :, None] + gh[:, None, :] - Mr, dim=2)
                 return (torch.exp(log_rows) - a).abs().sum(-1)
             df = (fh - prev[0]).abs().amax(-1)
             dg = (gh - prev[1]).abs().amax(-1)
@@ -263,7 +264,7 @@ def sinkhorn(
         reg: entropic regularisation strength ``reg`` (epsilon) > 0, in cost units.
         n_iters: if given, run exactly this many iterations with no convergence check (no host synchronisation in
             the loop; use for speed or a fixed differentiable unrolling). ``max_iter`` and ``tol`` are then ignored
-            for stopping.
+            for stopping (``converged`` in the result still compares the final error with ``tol``).
         max_iter: maximal number of iterations when ``n_iters`` is None.
         tol: stop when the L1 row-marginal error ``||P 1 - a||_1`` (per problem, max over the batch) is below
             ``tol``, checked every ``check_every`` iterations. ``tol=0`` runs ``max_iter`` iterations.
