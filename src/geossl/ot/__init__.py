@@ -5,6 +5,7 @@ Everything is device- and dtype-preserving and differentiable. Spec: ``specs/ot.
 """
 
 from geossl.ot._result import SinkhornResult
+from geossl.ot.self_transport import SelfTransport, self_transport, self_transport_log_plan
 from geossl.ot.sinkhorn import sinkhorn, sinkhorn2
 from geossl.ot.sliced import (
     sliced_wasserstein,
@@ -16,7 +17,10 @@ from geossl.ot.sliced import (
 from geossl.ot.unbalanced import sinkhorn_unbalanced, sinkhorn_unbalanced2
 
 __all__ = [
+    "SelfTransport",
     "SinkhornResult",
+    "self_transport",
+    "self_transport_log_plan",
     "sinkhorn",
     "sinkhorn2",
     "sinkhorn_unbalanced",
