@@ -237,3 +237,23 @@ def test_bad_inputs() -> None:
     with pytest.raises(GeosslError, match=r"\breg\b"):
         sinkhorn2(a, b, M, 0)
     assert issubclass(GeosslError, ValueError)
+
+
+def test_cpu_blocked_batch_equals_per_problem_solutions():
+    """Batches larger than CPU_BLOCK_ELEMENTS are solved in blocks (here 2 + 2 + 1 problems)."""
+    import importlib
+
+    sk = importlib.import_module("geossl.ot.sinkhorn")  # the module; `geossl.ot.sinkhorn` is also the function
+
+    g = torch.Generator().manual_seed(7)
+    M = torch.rand(5, 300, 300, generator=g, dtype=torch.float64)
+    a = torch.softmax(torch.randn(5, 300, generator=g, dtype=torch.float64), dim=1)
+    assert M.numel() > sk.CPU_BLOCK_ELEMENTS
+    batched = sk.sinkhorn2(a, None, M, 0.1, tol=1e-10, max_iter=2000, return_result=True)
+    for i in range(5):
+        single = sk.sinkhorn2(a[i], None, M[i], 0.1, tol=1e-10, max_iter=2000, return_result=True)
+        assert torch.allclose(batched.plan[i], single.plan, atol=1e-12)
+        assert torch.allclose(batched.value[i], single.value, atol=1e-12)
+    assert batched.converged and batched.marginal_error.shape == (5,)
+    fixed = sk.sinkhorn(None, None, M, 0.1, n_iters=7)
+    assert torch.allclose(fixed[3], sk.sinkhorn(None, None, M[3], 0.1, n_iters=7), atol=1e-14)
