@@ -86,16 +86,25 @@ def load_encoder(path: str | Path, *, random_init: bool = False, seed: int = 0, 
     info = hp["data_info"]
     torch.manual_seed(seed)
     method = build_method(config, info)
-    if not random_init:
-        prefix = "method.backbone."
-        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-        method.backbone.load_state_dict(state)
-    backbone = method.backbone.eval()
+    if random_init:
+        return LoadedEncoder(method.backbone.eval(), normalization_from_info(info), config, info, None, 0)
+    prefix = "method.backbone."
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    method.backbone.load_state_dict(state)
     return LoadedEncoder(
-        backbone=backbone,
+        backbone=method.backbone.eval(),
         normalization=normalization_from_info(info),
         config=config,
         data_info=info,
-        checkpoint=None if random_init else ckpt_path,
-        epoch=0 if random_init else int(ckpt.get("epoch", -1)) + 1,
+        checkpoint=ckpt_path,
+        epoch=int(ckpt.get("epoch", -1)) + 1,
     )
+
+
+def random_init_like(encoder: LoadedEncoder, seed: int = 0) -> LoadedEncoder:
+    """The same architecture as ``encoder`` with fresh random weights (the baseline), without re-reading its file."""
+    from geossl.train.module import build_method
+
+    torch.manual_seed(seed)
+    method = build_method(encoder.config, encoder.data_info)
+    return LoadedEncoder(method.backbone.eval(), encoder.normalization, encoder.config, encoder.data_info, None, 0)

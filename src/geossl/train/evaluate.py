@@ -22,7 +22,7 @@ from geossl.eval.features import FeatureCache, extract_features
 from geossl.eval.knn import knn_classify
 from geossl.eval.linear import linear_probe
 from geossl.eval.report import format_results_table, write_report
-from geossl.train.checkpoint import LoadedEncoder, load_encoder, resolve_checkpoint
+from geossl.train.checkpoint import LoadedEncoder, load_encoder, random_init_like
 from geossl.train.run import data_from_config
 
 PROTOCOLS = ("knn", "linear")
@@ -140,7 +140,7 @@ def evaluate_checkpoint(
     if prefer not in ("best", "last"):
         raise GeosslError(f"--checkpoint must be best or last, got '{prefer}'")
     trained = load_encoder(path, prefer=prefer, seed=seed)
-    ckpt_path = resolve_checkpoint(path, prefer)
+    ckpt_path = trained.checkpoint
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     ds = _load_eval_data(trained, data, root, train_data, test_data)
     _check_compatible(trained, ds)
@@ -156,7 +156,7 @@ def evaluate_checkpoint(
     if not random_init:
         encoders.append((f"{trained.config.method} (epoch {trained.epoch})", trained, _encoder_key(trained, seed)))
     if random_init or with_baseline:
-        rand = load_encoder(path, prefer=prefer, random_init=True, seed=seed)
+        rand = random_init_like(trained, seed)
         encoders.append(("random init", rand, _encoder_key(rand, seed)))
     rows: list[dict[str, Any]] = []
     extras_first: dict[str, Any] = {}
