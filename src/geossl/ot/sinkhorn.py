@@ -11,6 +11,7 @@ Its solution is ``P_ij = exp((f_i + g_j - M_ij) / reg)`` for dual potentials ``f
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from geossl.ot._checks import (
     prepare_problem,
     safe_log,
 )
+from geossl.errors import GeosslError
 from geossl.ot._result import SinkhornResult
 
 __all__ = ["SinkhornResult", "sinkhorn", "sinkhorn2"]
@@ -33,6 +35,10 @@ __all__ = ["SinkhornResult", "sinkhorn", "sinkhorn2"]
 CPU_BLOCK_ELEMENTS = 1 << 18
 
 
+#: Solvers of the balanced problem: ``"log"`` (logsumexp updates) and ``"stabilized"`` (scaling with absorption).
+METHODS = ("auto", "log", "stabilized")
+
+
 def _iterate(
     log_a: torch.Tensor,
     log_b: torch.Tensor,
@@ -40,18 +46,22 @@ def _iterate(
     Mr: torch.Tensor,
     kappa1: float,
     kappa2: float,
+    *,
+    stabilized: bool = False,
     **kw: Any,
 ) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
-    """:func:`_iterate_block` over cache-sized blocks of the batch on CPU, over the whole batch elsewhere."""
+    """The iterations over cache-sized blocks of the batch on CPU, over the whole batch elsewhere."""
     B, n, m = Mr.shape
+    block = _iterate_block_stabilized if stabilized else _iterate_block
+    if stabilized:
+        kw.pop("balanced")
+    else:
+        kw = {**kw, "kappa1": kappa1, "kappa2": kappa2}
     if Mr.device.type != "cpu" or B == 1 or B * n * m <= CPU_BLOCK_ELEMENTS:
-        return _iterate_block(log_a, log_b, a, Mr, kappa1, kappa2, **kw)
+        return block(log_a, log_b, a, Mr, **kw)
     size = max(1, CPU_BLOCK_ELEMENTS // (n * m))
     log_a, log_b, a = log_a.expand(B, n), log_b.expand(B, m), a.expand(B, n)
-    blocks = [
-        _iterate_block(log_a[i : i + size], log_b[i : i + size], a[i : i + size], Mr[i : i + size], kappa1, kappa2, **kw)
-        for i in range(0, B, size)
-    ]
+    blocks = [block(log_a[i : i + size], log_b[i : i + size], a[i : i + size], Mr[i : i + size], **kw) for i in range(0, B, size)]
     fh, gh, ts, errs = zip(*blocks)
     return torch.cat(fh), torch.cat(gh), max(ts), torch.cat(errs)
 
@@ -61,9 +71,9 @@ def _iterate_block(
     log_b: torch.Tensor,
     a: torch.Tensor,
     Mr: torch.Tensor,
+    *,
     kappa1: float,
     kappa2: float,
-    *,
     balanced: bool,
     n_iters: int | None,
     max_iter: int,
@@ -126,6 +136,135 @@ def _iterate_block(
     return fh, gh, t, err
 
 
+def _iterate_block_stabilized(
+    log_a: torch.Tensor,
+    log_b: torch.Tensor,
+    a: torch.Tensor,
+    Mr: torch.Tensor,
+    *,
+    n_iters: int | None,
+    max_iter: int,
+    tol: float,
+    check_every: int,
+) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+    """Balanced Sinkhorn by scaling with absorption (Schmitzer 2019, "Stabilized sparse scaling algorithms", Alg. 2).
+
+    The potentials are kept as ``F = fh + log u`` and ``G = gh + log v``: ``fh``, ``gh`` are absorbed into the
+    stabilised kernel ``K = exp(fh + gh - Mr)`` and each update is a matrix-vector product with ``K`` instead of a
+    logsumexp, so an iteration needs no ``exp`` of the n x m cost. The iterates are those of :func:`_iterate_block`
+    (``F <- log a - LSE_j(G_j - Mr_ij)`` in exact arithmetic). The scalings are absorbed into the potentials when they
+    leave ``[e^-tau, e^tau]``; a half-step whose products underflow (a row or column of ``K`` vanishing where the
+    weight is positive) is done as an exact logsumexp step instead, so no iterate is ever inexact.
+
+    Shapes as :func:`_iterate_block`; returns ``(F, G, iterations run, row-marginal L1 error (B,))``.
+    """
+    B, n, m = Mr.shape
+    finfo = torch.finfo(Mr.dtype)
+    tau = 30.0 if Mr.dtype == torch.float32 else 200.0
+    hi, lo = math.exp(tau), math.exp(-tau)
+    floor = finfo.tiny / finfo.eps  # below this a sum of kernel entries has lost its relative precision
+    a_pos = (log_a > -1e4).expand(B, n)  # zero-mass points (safe_log maps them to -1e5) are never rescaled
+    b_pos = (log_b > -1e4).expand(B, m)
+    ea, eb = log_a.exp().expand(B, n), log_b.exp().expand(B, m)
+    fh = torch.zeros(B, n, dtype=Mr.dtype, device=Mr.device)
+    gh = torch.zeros(B, m, dtype=Mr.dtype, device=Mr.device)
+    K = torch.exp(-Mr)
+    u = torch.ones(B, n, 1, dtype=Mr.dtype, device=Mr.device)
+    v = torch.ones(B, m, 1, dtype=Mr.dtype, device=Mr.device)
+
+    def absorb() -> torch.Tensor:
+        nonlocal fh, gh, u, v
+        fh = fh + _log_scaling(u)
+        gh = gh + _log_scaling(v)
+        u, v = torch.ones_like(u), torch.ones_like(v)
+        return torch.exp(fh[:, :, None] + gh[:, None, :] - Mr)
+
+    def half_step(K: torch.Tensor, s: torch.Tensor, w: torch.Tensor, pos: torch.Tensor, rows: bool) -> tuple[torch.Tensor, bool]:
+        Ks = torch.bmm(K, s) if rows else torch.bmm(K.transpose(1, 2), s)
+        new = torch.where(pos[..., None], w[..., None] / Ks, torch.zeros_like(Ks))
+        Ks, new = Ks[..., 0], new[..., 0]
+        flag = ((Ks < floor) & pos).any() | (new > hi).any() | ((new < lo) & pos).any()
+        return new[..., None], bool(flag)
+
+    def log_half_step(rows: bool) -> torch.Tensor:
+        # exact logsumexp update of F (rows) or G (columns), then everything absorbed
+        nonlocal fh, gh, u, v
+        F, G = fh + _log_scaling(u), gh + _log_scaling(v)
+        if rows:
+            F = log_a - torch.logsumexp(G[:, None, :] - Mr, dim=2)
+        else:
+            G = log_b - torch.logsumexp(F[:, :, None] - Mr, dim=1)
+        fh, gh = F, G
+        u, v = torch.ones_like(u), torch.ones_like(v)
+        return torch.exp(fh[:, :, None] + gh[:, None, :] - Mr)
+
+    def row_error() -> torch.Tensor:
+        rows = u[..., 0] * torch.bmm(K, v)[..., 0]
+        return (rows - ea).abs().sum(-1)
+
+    def careful_iteration() -> None:
+        nonlocal K, u, v
+        new_u, flag = half_step(K, v, ea, a_pos, rows=True)
+        if flag:
+            K = absorb()
+            new_u, flag = half_step(K, v, ea, a_pos, rows=True)
+            if flag:
+                K = log_half_step(rows=True)
+                new_u = u
+        u = new_u
+        new_v, flag = half_step(K, u, eb, b_pos, rows=False)
+        if flag:
+            K = absorb()
+            new_v, flag = half_step(K, u, eb, b_pos, rows=False)
+            if flag:
+                K = log_half_step(rows=False)
+                new_v = v
+        v = new_v
+
+    zero_mass = not bool(a_pos.all()) or not bool(b_pos.all())
+    ea3, eb3 = ea[..., None], eb[..., None]
+    Kt = K.transpose(1, 2)
+
+    def fast_chunk(steps: int) -> bool:
+        # plain scaling steps without host synchronisation; True when every scaling stayed in bounds (an
+        # underflowed product shows up as a scaling above e^tau for any weight above ~1e-15)
+        nonlocal u, v
+        for _ in range(steps):
+            u = ea3 / torch.bmm(K, v)
+            v = eb3 / torch.bmm(Kt, u)
+        bounded = (u <= hi).all() & (u >= lo).all() & (v <= hi).all() & (v >= lo).all()
+        return bool(bounded)
+
+    total = n_iters if n_iters is not None else max_iter
+    chunk = min(check_every, 10)
+    err = None
+    t = 0
+    while t < total:
+        steps = min(chunk, total - t)
+        if n_iters is None and tol > 0:
+            steps = min(steps, check_every - t % check_every)
+        saved = (u, v)
+        if zero_mass or not fast_chunk(steps):
+            u, v = saved  # redo the chunk step by step, absorbing or falling back to logsumexp where needed
+            for _ in range(steps):
+                careful_iteration()
+            Kt = K.transpose(1, 2)
+        t += steps
+        if n_iters is None and tol > 0 and (t % check_every == 0 or t == total):
+            err = row_error()
+            if float(err.max()) < tol:
+                break
+    if err is None:
+        err = row_error()
+    return fh + _log_scaling(u), gh + _log_scaling(v), t, err
+
+
+def _log_scaling(s: torch.Tensor) -> torch.Tensor:
+    """``log s`` of a scaling vector (B, k, 1) as (B, k); a zero scaling (zero-mass point) gives -1e5, as safe_log."""
+    s = s[..., 0]
+    return torch.where(s > 0, torch.log(torch.where(s > 0, s, torch.ones_like(s))), torch.full_like(s, -1e5))
+
+
 def _solve(
     a: Any,
     b: Any,
@@ -139,13 +278,17 @@ def _solve(
     tol: float,
     grad: str,
     check_every: int,
+    method: str = "log",
 ) -> tuple[SinkhornResult, bool]:
     """Shared driver of the balanced and unbalanced solvers; returns the result and whether M was batched."""
     balanced = reg_m is None
     reg = check_reg(reg, "reg")
     check_iterations(n_iters, max_iter, tol, check_every)
     check_grad(grad)
+    if method not in METHODS:
+        raise GeosslError(f"method must be one of {', '.join(METHODS)}, got {method!r}.")
     a, b, M, batched, out_dtype = prepare_problem(a, b, M, balanced=balanced)
+    stabilized = balanced and _use_stabilized(method, grad, M, a, b)
     kappa1, kappa2 = (1.0, 1.0) if balanced else tuple(1.0 if r == float("inf") else r / (r + reg) for r in reg_m)
 
     with torch.autocast(device_type=M.device.type, enabled=False):
@@ -159,6 +302,7 @@ def _solve(
             return log_a, log_b, Mr
 
         iter_kw = {
+            "stabilized": stabilized,
             "balanced": balanced,
             "n_iters": n_iters,
             "max_iter": max_iter,
@@ -199,6 +343,19 @@ def _solve(
         converged=converged,
     )
     return result, batched
+
+
+def _use_stabilized(method: str, grad: str, M: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Resolve ``method``: ``"auto"`` takes the scaling solver on CPU when no graph goes through the iterations.
+
+    On CPU an ``exp`` per cost entry and iteration is what makes log-domain Sinkhorn slow, and the scaling solver
+    avoids it; on a GPU the ``exp`` is nearly free while the solver's per-step checks would synchronise the host.
+    Autodiff through the iterations stays on the logsumexp form, whose backward has no division by the scalings.
+    """
+    if method != "auto":
+        return method == "stabilized"
+    graph = grad == "autodiff" and torch.is_grad_enabled() and any(t.requires_grad for t in (M, a, b))
+    return M.device.type == "cpu" and not graph
 
 
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -273,6 +430,7 @@ def sinkhorn(
     grad: str = "autodiff",
     return_result: bool = False,
     check_every: int = 10,
+    method: str = "auto",
 ) -> torch.Tensor | SinkhornResult:
     """Entropic OT plan by log-domain Sinkhorn (Cuturi 2013; Peyré & Cuturi 2019, §4.2 and Remark 4.23).
 
@@ -308,6 +466,15 @@ def sinkhorn(
               regularised objective: ``d/dM = P``, ``d/da = f - mean f``, ``d/db = g - mean g``. Memory O(n * m).
         return_result: return a :class:`SinkhornResult` instead of the plan.
         check_every: iterations between convergence checks (each check is a device-to-host synchronisation).
+        method: how the iterations are computed; all give the same iterates (equal to 1e-12 in float64, tested).
+
+            - ``"log"``: logsumexp updates of the potentials, as above.
+            - ``"stabilized"``: Sinkhorn scaling with the scalings absorbed into the potentials when they grow
+              (Schmitzer 2019, Alg. 2): a matrix-vector product per half-step instead of an ``exp`` per cost entry,
+              with an exact logsumexp half-step wherever a kernel row or column underflows. Several times faster
+              on CPU (``benchmarks/results/ot_speed.md``).
+            - ``"auto"`` (default): ``"stabilized"`` on CPU when no autodiff graph runs through the iterations
+              (``grad`` is ``"detach"`` or ``"envelope"``, or no input requires grad), ``"log"`` otherwise.
 
     Returns:
         The plan, shape (n, m) or (B, n, m), with ``M``'s dtype and device; or a :class:`SinkhornResult` when
@@ -334,6 +501,7 @@ def sinkhorn(
         tol=tol,
         grad=grad,
         check_every=check_every,
+        method=method,
     )
     return result if return_result else result.plan
 
@@ -350,6 +518,7 @@ def sinkhorn2(
     grad: str = "autodiff",
     return_result: bool = False,
     check_every: int = 10,
+    method: str = "auto",
 ) -> torch.Tensor | SinkhornResult:
     """Entropic OT value by log-domain Sinkhorn (Cuturi 2013; Peyré & Cuturi 2019, §4.2).
 
@@ -357,7 +526,7 @@ def sinkhorn2(
     entropic plan ``P``, without the entropy term. The full regularised objective ``<P, M> - reg H(P)``
     (``H(P) = -sum P (log P - 1)``) is ``sinkhorn2(..., return_result=True).objective``.
 
-    Arguments are those of :func:`sinkhorn`. Gradients: ``"autodiff"`` differentiates ``<P, M>`` through the
+    Arguments are those of :func:`sinkhorn` (including ``method``). Gradients: ``"autodiff"`` differentiates ``<P, M>`` through the
     iterations; ``"envelope"`` returns the same number but with the envelope-theorem gradient of the regularised
     objective (``d/dM = P``, ``d/da = f - mean f``, ``d/db = g - mean g``), which is cheaper and differs from the exact
     gradient of the linear term by O(reg); ``"detach"`` returns no gradient.
@@ -381,5 +550,6 @@ def sinkhorn2(
         tol=tol,
         grad=grad,
         check_every=check_every,
+        method=method,
     )
     return result if return_result else result.value
