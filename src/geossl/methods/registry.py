@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from geossl.errors import unknown_name_error
 from geossl.methods.base import Method
+from geossl.methods.dino import DINO
 from geossl.methods.simclr import SimCLR
+from geossl.methods.swav import SwAV
 
 METHODS: dict[str, type[Method]] = {
     SimCLR.name: SimCLR,
+    SwAV.name: SwAV,
+    DINO.name: DINO,
 }
 
 

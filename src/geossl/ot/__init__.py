@@ -5,6 +5,7 @@ Everything is device- and dtype-preserving and differentiable. Spec: ``specs/ot.
 """
 
 from geossl.ot._result import SinkhornResult
+from geossl.ot.distributed import distributed_sinkhorn
 from geossl.ot.self_transport import SelfTransport, self_transport, self_transport_log_plan
 from geossl.ot.sinkhorn import sinkhorn, sinkhorn2
 from geossl.ot.sliced import (
@@ -19,6 +20,7 @@ from geossl.ot.unbalanced import sinkhorn_unbalanced, sinkhorn_unbalanced2
 __all__ = [
     "SelfTransport",
     "SinkhornResult",
+    "distributed_sinkhorn",
     "self_transport",
     "self_transport_log_plan",
     "sinkhorn",

@@ -47,6 +47,7 @@ class PretrainConfig:
     lr: float | None = None
     weight_decay: float | None = None
     momentum: float = 0.9
+    gradient_clip: float | None = None  # max gradient norm; None: the method's default (DINO clips at 3.0), else none
     warmup_epochs: float | str = "auto"
     accumulate_grad_batches: int = 1
     accelerator: str = "auto"

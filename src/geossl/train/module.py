@@ -66,6 +66,7 @@ class PretrainModule(L.LightningModule):
         self.eval_sets: tuple[Any, Any] | None = None  # (kNN bank, held-out split), set by the runner
         self._last_embeddings: torch.Tensor | None = None
         self._collapse_warned = False
+        self._last_optimizer_step = -1
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -96,8 +97,14 @@ class PretrainModule(L.LightningModule):
             "lower --lr, lengthen the warm-up, use --precision 32-true, or check the data for NaN values"
         )
 
+    def on_train_start(self) -> None:
+        self._last_optimizer_step = self.global_step  # also right after a resume
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.method.on_optimizer_step(self.global_step, int(self.trainer.estimated_stepping_batches))
+        # global_step counts optimiser steps: with gradient accumulation, EMA teachers and queues move once per step
+        if self.global_step != self._last_optimizer_step:
+            self._last_optimizer_step = self.global_step
+            self.method.on_optimizer_step(self.global_step, int(self.trainer.estimated_stepping_batches))
 
     def on_train_epoch_end(self) -> None:
         if self._last_embeddings is not None and self._last_embeddings.shape[0] > 1:

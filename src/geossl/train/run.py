@@ -89,6 +89,8 @@ def resolve_config(config: PretrainConfig, data: DataSplits) -> PretrainConfig:
     for key in ("optimizer", "lr", "weight_decay"):
         if d[key] is None:
             d[key] = method_cls.optim_defaults[key]
+    if d["gradient_clip"] is None:
+        d["gradient_clip"] = method_cls.optim_defaults.get("gradient_clip")
     if d["views"] is None:
         overhead = data.name not in TORCHVISION_NATURAL
         d["views"] = [v.to_dict() for v in method_cls.default_views(data.image_size[0], overhead)]
@@ -259,6 +261,7 @@ def pretrain(config: PretrainConfig, *, data: DataSplits | None = None) -> Pretr
         strategy=config.strategy,
         precision=config.precision,
         accumulate_grad_batches=config.accumulate_grad_batches,
+        gradient_clip_val=config.gradient_clip or None,
         logger=[_csv_logger(run_dir), TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")],
         callbacks=callbacks,
         enable_progress_bar=config.progress,

@@ -1,0 +1,121 @@
+"""Step time of every SSL method against the bare backbone on the same views.
+
+Claim (classic-methods issue): a method's training step (views, backbone, heads, loss, backward, optimiser step,
+EMA/queue updates) costs at most 1.15x the bare backbone forward+backward+step on the same views, for methods without
+multi-crop. Methods with a momentum teacher also run the teacher's forward pass on the views; that pass is part of the
+method, so their table row also gives the ratio against "bare fwd+bwd + one no-grad forward".
+
+Usage: python benchmarks/method_overhead.py [--methods simclr,byol,...] [--batch-size 256] [--steps 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from _common import SHARED_DATA, write_results
+from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment
+from geossl.data import load_data
+from geossl.methods.registry import METHODS
+from geossl.nn import build_backbone
+
+
+def _median_interleaved(steps: dict, n: int) -> dict[str, float]:
+    """Run the step functions round-robin (so machine noise hits all alike) and return median seconds."""
+    times = {k: [] for k in steps}
+    for i in range(n + 2):
+        for k, f in steps.items():
+            t = time.perf_counter()
+            f()
+            if i >= 2:
+                times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _has_teacher(method: torch.nn.Module) -> bool:
+    return any(not p.requires_grad for p in method.parameters())
+
+
+def measure(name: str, data, images: torch.Tensor, n_steps: int) -> dict:
+    cls = METHODS[name]
+    norm = Normalization(data.mean, data.std, data.value_scale)
+    views_cfg = cls.default_views(data.image_size[0], overhead=True)
+    augment = MultiViewAugment([ViewAugment(v, norm, rgb=data.is_rgb) for v in views_cfg])
+    torch.manual_seed(0)
+    method = cls(build_backbone("resnet18", data.num_bands), **cls.defaults).to(memory_format=torch.channels_last)
+    method.train()
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    fixed = [v.contiguous(memory_format=torch.channels_last) for v in augment(images)]
+    groups: dict[tuple, list] = {}
+    for v in fixed:
+        groups.setdefault(tuple(v.shape[-2:]), []).append(v)
+    batches = [torch.cat(g) for g in groups.values()]
+    teacher = _has_teacher(method)
+    step_count = [0]
+
+    def bare() -> None:
+        opt.zero_grad(set_to_none=True)
+        sum(method.backbone(x).mean() for x in batches).backward()
+        opt.step()
+
+    def bare_plus_forward() -> None:
+        bare()
+        with torch.no_grad():
+            for x in batches:
+                method.backbone(x)
+
+    def method_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        views = [v.contiguous(memory_format=torch.channels_last) for v in augment(images)]
+        method.training_step(views).loss.backward()
+        opt.step()
+        step_count[0] += 1
+        method.on_optimizer_step(step_count[0], 1000)
+
+    steps = {"bare": bare, "method": method_step}
+    if teacher:
+        steps["bare+fwd"] = bare_plus_forward
+    t = _median_interleaved(steps, n_steps)
+    row = {
+        "method": name,
+        "views": f"{len(fixed)} ({', '.join(f'{len(g)}x{s[0]}px' for s, g in groups.items())})",
+        "bare s": t["bare"],
+        "method s": t["method"],
+        "ratio": t["method"] / t["bare"],
+        "ratio vs bare+teacher fwd": t["method"] / t["bare+fwd"] if teacher else "",
+        "images/s": images.shape[0] / t["method"],
+    }
+    print(row, flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_data = SHARED_DATA / "EuroSAT_RGB"
+    parser.add_argument("--data", default=str(default_data) if default_data.is_dir() else "eurosat-sample")
+    parser.add_argument("--methods", default=",".join(sorted(METHODS)))
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=6)
+    args = parser.parse_args()
+
+    data = load_data(args.data)
+    images = torch.stack([data.train[i][0] for i in range(args.batch_size)])
+    rows = [measure(name, data, images, args.steps) for name in args.methods.split(",")]
+    notes = (
+        f"Data: {data.name}, {data.image_size[0]} px, {data.num_bands} bands; batch {args.batch_size}; ResNet-18 (standard stem), "
+        f"channels_last; each method with its default views and heads; {args.steps} timed steps per measure, interleaved, medians.\n"
+        "bare: the backbone forward+backward+SGD step on the same (fixed) views, one pass per resolution. method: the full step, "
+        "views generated on the batch, EMA/queue updates included. Target: ratio <= 1.15 for methods without multi-crop. "
+        "For teacher methods the last-but-one column divides by bare + one no-grad backbone forward of the views (the teacher's "
+        "pass, which the method cannot avoid)."
+    )
+    write_results("method_overhead", "SSL method step time against the bare backbone", rows,
+                  ["method", "views", "bare s", "method s", "ratio", "ratio vs bare+teacher fwd", "images/s"], notes)
+    print(notes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Multi-crop helpers shared by SwAV and DINO (Caron et al. 2020, §3.2; Caron et al. 2021, §3.1).
+
+Multi-crop adds V_l small "local" crops to the 2 "global" crops: more views per image at little extra cost,
+because the local crops are small. The backbone (global-average-pooled) accepts any resolution, but one batch
+must have one resolution, so views are grouped by size and each group goes through the backbone once, as DINO's
+``MultiCropWrapper`` does. BatchNorm therefore normalises each resolution group with its own statistics, as in
+the authors' code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from geossl.augment.views import ViewConfig
+from geossl.errors import GeosslError
+
+
+def local_crop_size(image_size: int) -> int:
+    """Side of the local crops: the papers' 96/224 of the global size, a multiple of 8, at least 16 px.
+
+    Never larger than ``image_size`` (upsampling tiny images would only add cost).
+    """
+    size = max(16, round(image_size * 96 / 224 / 8) * 8)
+    return min(size, image_size)
+
+
+def multicrop_views(
+    image_size: int,
+    overhead: bool,
+    *,
+    n_local: int,
+    global_scale: tuple[float, float],
+    local_scale: tuple[float, float],
+    global_blur: Sequence[float],
+    local_blur: float,
+    color_strength: float,
+) -> list[ViewConfig]:
+    """Two global views then ``n_local`` local views (see :func:`local_crop_size`).
+
+    Args:
+        image_size: side of the input images (the global crops keep it).
+        overhead: aerial/satellite imagery: vertical flips too (no canonical orientation).
+        n_local: number of local crops.
+        global_scale: crop-area range of the global crops.
+        local_scale: crop-area range of the local crops.
+        global_blur: blur probability of each of the two global views.
+        local_blur: blur probability of the local views.
+        color_strength: colour-jitter strength s (RGB only).
+    """
+    if isinstance(n_local, bool) or not isinstance(n_local, int) or n_local < 0:
+        raise GeosslError(f"n_local must be a non-negative integer, got {n_local!r}.")
+    vflip = 0.5 if overhead else 0.0
+    common = {"vflip": vflip, "color_strength": color_strength}
+    views = [ViewConfig(size=image_size, crop_scale=global_scale, blur=p, **common) for p in global_blur]
+    small = local_crop_size(image_size)
+    views += [ViewConfig(size=small, crop_scale=local_scale, blur=local_blur, **common) for _ in range(n_local)]
+    return views
+
+
+def multicrop_forward(backbone: nn.Module, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Backbone features of every view, one forward pass per distinct resolution.
+
+    Args:
+        backbone: module mapping (B, C, H, W) to (B, D) for any H, W.
+        views: V tensors (B_v, C, H_v, W_v).
+
+    Returns:
+        V feature tensors (B_v, D), in the order of ``views``.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, v in enumerate(views):
+        groups.setdefault(tuple(v.shape[1:]), []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(views)
+    for idx in groups.values():
+        feats = backbone(torch.cat([views[i] for i in idx]))
+        for i, f in zip(idx, feats.split([views[i].shape[0] for i in idx])):
+            out[i] = f
+    return out  # type: ignore[return-value]
+
+
+def scale_grad(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` in the forward pass, ``factor * grad`` in the backward pass.
+
+    With ``factor = 0`` it freezes a layer for a few steps (SwAV's prototypes, DINO's last layer) while keeping it in
+    the graph: DDP then still sees a gradient for it (zero), and the run does not need
+    ``find_unused_parameters``. The papers set the gradient to None instead; with the weight re-normalised after
+    each step (both layers are normalised) weight decay on a zero gradient only rescales it, so the effect is the
+    same.
+    """
+    if factor == 1.0:
+        return x
+    return x.detach() + factor * (x - x.detach())
+
+
+def training_fraction_reached(step: int, total_steps: int, fraction: float) -> bool:
+    """Whether ``step`` is past ``fraction`` of ``total_steps`` (False before the total is known, unless 0)."""
+    if fraction <= 0:
+        return True
+    if total_steps <= 0:
+        return False
+    return step >= fraction * total_steps
