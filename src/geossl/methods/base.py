@@ -25,12 +25,16 @@ class StepOutput:
         features: detached backbone features of the first view (B, D), for the online probe.
         embeddings: detached embeddings the loss acts on (B, E), for collapse monitors.
         logs: extra scalars to log (name → value).
+        branches: the embeddings of each view WITH their graph, one (B, E) tensor per view (global views only for
+            multi-crop methods): what an added regulariser (``--regularizer t-reg``) acts on. ``None`` when the
+            method does not expose them (adding a regulariser is then refused).
     """
 
     loss: torch.Tensor
     features: torch.Tensor
     embeddings: torch.Tensor
     logs: dict[str, float] = field(default_factory=dict)
+    branches: list[torch.Tensor] | None = None
 
 
 class Method(nn.Module):

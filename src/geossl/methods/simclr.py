@@ -54,4 +54,4 @@ class SimCLR(Method):
         h = self.backbone(torch.cat([x_a, x_b]))
         z_a, z_b = self.projector(h).chunk(2)
         loss = self.criterion(z_a, z_b)
-        return StepOutput(loss=loss, features=h[: len(x_a)].detach(), embeddings=z_a.detach())
+        return StepOutput(loss=loss, features=h[: len(x_a)].detach(), embeddings=z_a.detach(), branches=[z_a, z_b])
