@@ -105,6 +105,8 @@ def pretrain(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of options (flags override it)."),
     run_dir: Optional[str] = typer.Option(None, "--run-dir", "-o", help="Run directory (default runs/METHOD-DATA-BACKBONE)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Method argument KEY=VALUE, e.g. --set temperature=0.5."),
+    regularizer: Optional[str] = typer.Option(None, "--regularizer", help="Add a regulariser on every view's embeddings, e.g. t-reg."),
+    reg_set: Optional[list[str]] = typer.Option(None, "--reg-set", help="Regulariser argument KEY=VALUE, e.g. --reg-set gamma=0.2."),
     skip_corrupt: bool = typer.Option(False, "--skip-corrupt", help="Skip unreadable images instead of stopping."),
     download: bool = typer.Option(False, "--download", help="Allow torchvision datasets to be downloaded."),
     no_online_eval: bool = typer.Option(False, "--no-online-eval", help="Skip the per-epoch kNN on the held-out split."),
@@ -128,6 +130,7 @@ def pretrain(
         strategy=strategy, precision=precision,
         num_workers=(int(num_workers) if num_workers and num_workers.isdigit() else num_workers), seed=seed,
         run_dir=run_dir, method_args=method_args or None,
+        regularizer=regularizer, regularizer_args=_parse_sets(reg_set) or None,
         skip_corrupt=skip_corrupt or None, download=download or None,
         online_eval=False if no_online_eval else None, progress=False if no_progress else None,
     )

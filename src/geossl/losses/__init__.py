@@ -1,18 +1,36 @@
 """Losses as ``nn.Module`` s (with functional twins), usable in a plain PyTorch loop."""
 
+from geossl.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
 from geossl.losses.contrastive import NTXentLoss, info_nce, nt_xent
 from geossl.losses.dino import DINOLoss, dino_loss, teacher_temperature
+from geossl.losses.mmcr import MMCRLoss, mmcr_loss
+from geossl.losses.moco import MemoryQueue, MoCoLoss, MoCoV3Loss, moco_loss, moco_v3_loss
+from geossl.losses.negative_cosine import NegativeCosineSimilarity, negative_cosine_similarity
 from geossl.losses.swav import SwAVLoss, SwAVQueue, swav_codes, swav_loss
+from geossl.losses.vicreg import VICRegLoss, vicreg_loss
 
 __all__ = [
+    "BarlowTwinsLoss",
     "DINOLoss",
+    "MMCRLoss",
+    "MemoryQueue",
+    "MoCoLoss",
+    "MoCoV3Loss",
     "NTXentLoss",
+    "NegativeCosineSimilarity",
     "SwAVLoss",
     "SwAVQueue",
+    "VICRegLoss",
+    "barlow_twins_loss",
     "dino_loss",
     "info_nce",
+    "mmcr_loss",
+    "moco_loss",
+    "moco_v3_loss",
+    "negative_cosine_similarity",
     "nt_xent",
     "swav_codes",
     "swav_loss",
     "teacher_temperature",
+    "vicreg_loss",
 ]

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from geossl.errors import unknown_name_error
 from geossl.methods.base import Method
+from geossl.methods.barlow_twins import BarlowTwins
+from geossl.methods.byol import BYOL
 from geossl.methods.dino import DINO
+from geossl.methods.mmcr import MMCR
+from geossl.methods.moco import MoCoV2, MoCoV3
 from geossl.methods.simclr import SimCLR
+from geossl.methods.simsiam import SimSiam
 from geossl.methods.swav import SwAV
+from geossl.methods.vicreg import VICReg
 
 METHODS: dict[str, type[Method]] = {
     SimCLR.name: SimCLR,
+    MoCoV2.name: MoCoV2,
+    MoCoV3.name: MoCoV3,
+    BYOL.name: BYOL,
+    SimSiam.name: SimSiam,
+    BarlowTwins.name: BarlowTwins,
+    VICReg.name: VICReg,
     SwAV.name: SwAV,
     DINO.name: DINO,
+    MMCR.name: MMCR,
 }
 
 

@@ -30,6 +30,8 @@ class PretrainConfig:
 
     method: str = "simclr"
     method_args: dict[str, Any] = field(default_factory=dict)
+    regularizer: str | None = None  # added to the method's loss on every view's embeddings, e.g. "t-reg"
+    regularizer_args: dict[str, Any] = field(default_factory=dict)
     backbone: str = "resnet18"
     small_stem: bool | str = "auto"
     data: str | None = None  # None: the built-in eurosat-sample (unless train_data is given)

@@ -19,6 +19,7 @@ from geossl.eval.features import extract_features
 from geossl.eval.knn import knn_classify
 from geossl.eval.monitors import per_dim_std, rankme
 from geossl.eval.online import OnlineLinearProbe
+from geossl.methods.regularizers import build_regularizer
 from geossl.methods.registry import get_method
 from geossl.nn.backbones import build_backbone, feature_dim, use_small_stem
 from geossl.train.config import PretrainConfig
@@ -56,6 +57,7 @@ class PretrainModule(L.LightningModule):
         self.config = PretrainConfig.from_dict(config)
         self.data_info = data_info
         self.method = build_method(self.config, data_info)
+        self.regularizer = build_regularizer(self.config.regularizer, self.config.regularizer_args) if self.config.regularizer else None
         if self.config.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.normalization = normalization_from_info(data_info)
@@ -82,6 +84,15 @@ class PretrainModule(L.LightningModule):
         for name, value in out.logs.items():
             self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=batch_size)
         loss = out.loss
+        if self.regularizer is not None:
+            if not out.branches:
+                raise GeosslError(
+                    f"method '{self.config.method}' does not expose its per-view embeddings, so --regularizer "
+                    f"{self.config.regularizer} cannot be added to it; drop --regularizer"
+                )
+            reg = sum(self.regularizer(z) for z in out.branches)
+            self.log("train/regularizer", reg.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
+            loss = loss + reg
         if self.probe is not None and (labels >= 0).any():
             probe_loss, probe_acc = self.probe(out.features, labels)
             self.log("train/probe_top1", probe_acc, on_step=False, on_epoch=True, batch_size=batch_size)

@@ -27,6 +27,7 @@ import torch
 
 from geossl.data import DataSplits, load_data
 from geossl.errors import GeosslError, unknown_name_error
+from geossl.methods.regularizers import build_regularizer
 from geossl.methods.registry import get_method
 from geossl.nn.backbones import BACKBONES
 from geossl.train.config import PretrainConfig, config_differences, load_yaml_config, save_yaml_config
@@ -100,6 +101,8 @@ def resolve_config(config: PretrainConfig, data: DataSplits) -> PretrainConfig:
 def validate_config(config: PretrainConfig) -> None:
     """Cheap checks of names and numbers, before any data is read."""
     get_method(config.method)
+    if config.regularizer is not None:
+        build_regularizer(config.regularizer, config.regularizer_args)
     if config.backbone not in BACKBONES:
         raise unknown_name_error("backbone", config.backbone, BACKBONES)
     if config.optimizer is not None and config.optimizer not in OPTIMIZERS:

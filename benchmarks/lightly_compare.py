@@ -1,0 +1,135 @@
+"""geossl against lightly on the same configuration: SimCLR, BYOL and Barlow Twins.
+
+For each method the geossl method object is built twice: once as it is, once with its heads and loss replaced by
+lightly's (``lightly.models.modules`` heads, ``lightly.loss`` losses) — same backbone, views, optimiser and engine,
+so the comparison isolates the method code. Measured:
+
+* step throughput (images/s of a full training step, interleaved timing, medians); target geossl/lightly >= 1.0;
+* with ``--train``: kNN and linear top-1 after the same short pretraining on EuroSAT for each implementation and
+  seed (``--seeds``), to check that accuracies agree within seed noise.
+
+Usage: python benchmarks/lightly_compare.py [--methods simclr,byol,barlow-twins] [--train --epochs 3 --seeds 0,1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from _common import REPO, SHARED_DATA, write_results
+from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment
+from geossl.data import load_data
+from geossl.methods.registry import METHODS
+from geossl.nn import build_backbone
+from geossl.nn.backbones import feature_dim
+from geossl.nn.ema import make_teacher
+
+
+def lightly_variant(name: str) -> type:
+    """A subclass of the geossl method whose heads and loss are lightly's, registered as ``NAME-lightly``."""
+    from lightly import loss as LL
+    from lightly.models import modules as LM
+
+    base = METHODS[name]
+
+    class Variant(base):  # type: ignore[misc, valid-type]
+        def __init__(self, backbone, **kw):
+            super().__init__(backbone, **kw)
+            d = feature_dim(backbone)
+            if name == "simclr":
+                self.projector = LM.SimCLRProjectionHead(d, kw["hidden_dim"], kw["projection_dim"])
+                self.criterion = LL.NTXentLoss(temperature=kw["temperature"], gather_distributed=True)
+            elif name == "byol":
+                self.projector = LM.BYOLProjectionHead(d, kw["hidden_dim"], kw["projection_dim"])
+                self.predictor = LM.BYOLPredictionHead(kw["projection_dim"], kw["hidden_dim"], kw["projection_dim"])
+                self.teacher_projector = make_teacher(self.projector)
+                self.criterion = LL.NegativeCosineSimilarity()
+            elif name == "barlow-twins":
+                self.projector = LM.BarlowTwinsProjectionHead(d, kw["hidden_dim"], kw["projection_dim"])
+                self.criterion = LL.BarlowTwinsLoss(lambda_param=kw["lambda_"], gather_distributed=True)
+            else:
+                raise ValueError(f"no lightly variant for {name}")
+
+    Variant.name = f"{name}-lightly"
+    Variant.__name__ = f"{base.__name__}Lightly"
+    METHODS[Variant.name] = Variant
+    return Variant
+
+
+def step_throughput(name: str, data, batch_size: int, n_steps: int) -> tuple[float, float]:
+    """Images/s of a full step for geossl's and lightly's implementation of ``name`` (interleaved medians)."""
+    images = torch.stack([data.train[i][0] for i in range(batch_size)])
+    norm = Normalization(data.mean, data.std, data.value_scale)
+    impls = {}
+    for key, cls in (("geossl", METHODS[name]), ("lightly", lightly_variant(name))):
+        augment = MultiViewAugment([ViewAugment(v, norm, data.is_rgb) for v in cls.default_views(data.image_size[0], True)])
+        torch.manual_seed(0)
+        method = cls(build_backbone("resnet18", data.num_bands), **cls.defaults).to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+        impls[key] = (method, opt, augment)
+    times: dict[str, list[float]] = {k: [] for k in impls}
+    for i in range(n_steps + 2):
+        for key, (method, opt, augment) in impls.items():
+            t = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            views = [v.contiguous(memory_format=torch.channels_last) for v in augment(images)]
+            method.training_step(views).loss.backward()
+            opt.step()
+            method.on_optimizer_step(i + 1, 1000)
+            if i >= 2:
+                times[key].append(time.perf_counter() - t)
+    return batch_size / statistics.median(times["geossl"]), batch_size / statistics.median(times["lightly"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_data = SHARED_DATA / "EuroSAT_RGB"
+    parser.add_argument("--data", default=str(default_data) if default_data.is_dir() else "eurosat-sample")
+    parser.add_argument("--methods", default="simclr,byol,barlow-twins")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--train", action="store_true", help="also pretrain both implementations and compare accuracy")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seeds", default="0,1")
+    args = parser.parse_args()
+
+    data = load_data(args.data, split=(0.6, 0.2, 0.2), seed=0)
+    rows = []
+    for name in args.methods.split(","):
+        ours, theirs = step_throughput(name, data, args.batch_size, args.steps)
+        row = {"method": name, "geossl img/s": ours, "lightly img/s": theirs, "ratio": ours / theirs}
+        if args.train:
+            from geossl.train.config import PretrainConfig
+            from geossl.train.evaluate import evaluate_checkpoint
+            from geossl.train.run import pretrain
+
+            for impl in ("geossl", "lightly"):
+                knn = []
+                for seed in (int(s) for s in args.seeds.split(",")):
+                    method = name if impl == "geossl" else f"{name}-lightly"
+                    run = REPO / "benchmarks" / "runs" / f"lightly-compare-{method}-{args.epochs}ep-seed{seed}"
+                    pretrain(PretrainConfig(method=method, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+                                            seed=seed, run_dir=str(run), online_eval=False, progress=False), data=data)
+                    ev = evaluate_checkpoint(run, prefer="last", plots=False, protocols=["knn"])
+                    knn.append(float(ev.rows[0]["top1"]))
+                row[f"{impl} kNN (seeds)"] = ", ".join(f"{k:.2f}" for k in knn)
+        print(row, flush=True)
+        rows.append(row)
+    columns = ["method", "geossl img/s", "lightly img/s", "ratio"]
+    if args.train:
+        columns += ["geossl kNN (seeds)", "lightly kNN (seeds)"]
+    notes = (
+        f"Data: {data.name}, {data.image_size[0]} px; batch {args.batch_size}; ResNet-18 (standard stem), channels_last; the same "
+        "views, optimiser and backbone for both; only the heads and the loss differ (lightly 'NAME-lightly' variants). "
+        f"{args.steps} interleaved timed steps, medians. Target: ratio >= 1.0."
+        + (f" Accuracy: {args.epochs} epochs, seeds {args.seeds}, kNN top-1 on the test split." if args.train else "")
+    )
+    write_results("lightly_compare", "geossl against lightly (same configuration)", rows, columns, notes)
+    print(notes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Barlow Twins (Zbontar, Jing, Misra, LeCun, Deny, ICML 2021)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from geossl.errors import GeosslError
+from geossl.losses.barlow_twins import BarlowTwinsLoss
+from geossl.methods.base import Method, StepOutput
+from geossl.nn.backbones import feature_dim
+from geossl.nn.heads import ProjectionHead
+
+
+class BarlowTwins(Method):
+    """Barlow Twins: make the cross-correlation of the two views' embeddings the identity.
+
+    ``z = projector(backbone(x))`` for both views in one forward pass; loss
+    :class:`geossl.losses.barlow_twins.BarlowTwinsLoss` over the global batch.
+
+    Defaults: projector 2048-2048-2048 (Linear-BN-ReLU twice, then Linear), solo-learn's Barlow Twins recipe for
+    small images with a ResNet-18; the paper's ImageNet/ResNet-50 projector is 8192-8192-8192 (pass
+    ``hidden_dim=8192, projection_dim=8192``).
+    λ = 5.1e-3 (official code and [B §3.1]; the paper's text says 5e-3); LARS lr 0.2 per 256 images, weight
+    decay 1.5e-6. The paper's separate lr for biases and BatchNorm (0.0048) is not in the engine, which gives
+    every group the same lr. Why not 8192 by default: that projector has 138 M parameters on a ResNet-18 (12x the
+    backbone) and made a 64 px step 6x slower than the bare backbone on CPU (``benchmarks/results/method_overhead.md``);
+    the paper reports accuracy still improving with the width, so use 8192 where compute allows.
+
+    Args:
+        backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
+        hidden_dim: projector hidden width.
+        projection_dim: projector output width (size of the cross-correlation matrix).
+        lambda_: λ, weight of the off-diagonal (redundancy-reduction) term.
+        gather: compute the loss over the global batch under DDP.
+    """
+
+    name = "barlow-twins"
+    defaults = {"hidden_dim": 2048, "projection_dim": 2048, "lambda_": 5.1e-3}
+    optim_defaults = {"optimizer": "lars", "lr": 0.2, "weight_decay": 1.5e-6}
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        hidden_dim: int = 2048,
+        projection_dim: int = 2048,
+        lambda_: float = 5.1e-3,
+        gather: bool = True,
+    ) -> None:
+        super().__init__(backbone)
+        self.projector = ProjectionHead((feature_dim(backbone), hidden_dim, hidden_dim, projection_dim), batch_norm=True)
+        self.criterion = BarlowTwinsLoss(lambda_=lambda_, gather=gather)
+
+    def training_step(self, views: list[torch.Tensor]) -> StepOutput:
+        if len(views) != 2:
+            raise GeosslError(f"Barlow Twins needs exactly 2 views, got {len(views)}; configure two views")
+        h = self.backbone(torch.cat(views))
+        z_a, z_b = self.projector(h).chunk(2)
+        loss = self.criterion(z_a, z_b)
+        return StepOutput(loss=loss, features=h[: len(z_a)].detach(), embeddings=z_a.detach(), branches=[z_a, z_b])

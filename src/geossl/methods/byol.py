@@ -1,0 +1,79 @@
+"""BYOL: Bootstrap Your Own Latent (Grill et al., NeurIPS 2020)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from geossl.augment.views import ViewConfig
+from geossl.errors import GeosslError
+from geossl.losses.negative_cosine import NegativeCosineSimilarity
+from geossl.methods.base import Method, StepOutput
+from geossl.nn.backbones import feature_dim
+from geossl.nn.ema import cosine_momentum, ema_update, make_teacher
+from geossl.nn.heads import ProjectionHead
+
+
+class BYOL(Method):
+    """BYOL: an online network with a predictor regresses the EMA target network's projection of the other view.
+
+    Online: ``q = predictor(projector(backbone(x)))``; target (EMA of backbone + projector, never requires
+    gradients, run under ``no_grad``): ``z' = projector'(backbone'(x))``. Loss (paper eq. 2, symmetrised as
+    ``L + L̃``): ``(2 − 2 cos(q_a, z'_b)) + (2 − 2 cos(q_b, z'_a))``, batch means. Both views go through each
+    network in one forward pass.
+
+    Defaults (paper §3.2 and App. B): projector and predictor MLPs 4096 (BatchNorm, ReLU) → 256; target
+    momentum 0.996 → 1 on a cosine schedule; LARS base lr 0.2 per 256 images, weight decay 1.5e-6 (the paper also
+    uses LARS trust coefficient 1e-3, the engine 0.02; see :mod:`geossl.train.optim`). Views: the paper's
+    asymmetric blur (probability 1.0 and 0.1, σ scaled to the image size); its solarisation (0 / 0.2) is not available in
+    :class:`~geossl.augment.views.ViewConfig`.
+
+    Args:
+        backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
+        hidden_dim: hidden width of projector and predictor.
+        projection_dim: output width of projector and predictor.
+        momentum: initial target momentum m₀ (cosine schedule to 1).
+    """
+
+    name = "byol"
+    defaults = {"hidden_dim": 4096, "projection_dim": 256, "momentum": 0.996}
+    optim_defaults = {"optimizer": "lars", "lr": 0.2, "weight_decay": 1.5e-6}
+
+    def __init__(self, backbone: nn.Module, hidden_dim: int = 4096, projection_dim: int = 256, momentum: float = 0.996) -> None:
+        super().__init__(backbone)
+        if not 0 <= momentum <= 1:
+            raise GeosslError(f"momentum must be in [0, 1], got {momentum}")
+        self.projector = ProjectionHead((feature_dim(backbone), hidden_dim, projection_dim), batch_norm=True)
+        self.predictor = ProjectionHead((projection_dim, hidden_dim, projection_dim), batch_norm=True)
+        self.teacher_backbone = make_teacher(backbone)
+        self.teacher_projector = make_teacher(self.projector)
+        self.criterion = NegativeCosineSimilarity(form="byol")
+        self.momentum = float(momentum)
+
+    @classmethod
+    def default_views(cls, image_size: int, overhead: bool) -> list[ViewConfig]:
+        """Two views with BYOL's asymmetric Gaussian-blur probabilities 1.0 and 0.1.
+
+        The paper's blur σ ∈ [0.1, 2.0] px is for 224 px images; it is scaled to ``image_size``.
+        """
+        common = {"size": image_size, "vflip": 0.5 if overhead else 0.0, "blur_sigma": (0.1, max(0.1, 2.0 * image_size / 224))}
+        return [ViewConfig(blur=1.0, **common), ViewConfig(blur=0.1, **common)]
+
+    def training_step(self, views: list[torch.Tensor]) -> StepOutput:
+        if len(views) != 2:
+            raise GeosslError(f"BYOL needs exactly 2 views, got {len(views)}; configure two views")
+        x = torch.cat(views)
+        h = self.backbone(x)
+        z = self.projector(h)
+        q_a, q_b = self.predictor(z).chunk(2)
+        with torch.no_grad():
+            t_a, t_b = self.teacher_projector(self.teacher_backbone(x)).chunk(2)
+        loss = self.criterion(q_a, t_b) + self.criterion(q_b, t_a)
+        n = views[0].shape[0]
+        return StepOutput(loss=loss, features=h[:n].detach(), embeddings=z[:n].detach(), branches=list(z.chunk(2)))
+
+    def on_optimizer_step(self, step: int, total_steps: int) -> None:
+        """EMA update of the target network, momentum 0.996 → 1 (cosine, paper eq. in §3.2)."""
+        m = cosine_momentum(step, total_steps, base=self.momentum, final=1.0)
+        ema_update(self.teacher_backbone, self.backbone, m)
+        ema_update(self.teacher_projector, self.projector, m)

@@ -1,0 +1,55 @@
+"""SimSiam (Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from geossl.errors import GeosslError
+from geossl.losses.negative_cosine import NegativeCosineSimilarity
+from geossl.methods.base import Method, StepOutput
+from geossl.nn.backbones import feature_dim
+from geossl.nn.heads import ProjectionHead
+
+
+class SimSiam(Method):
+    """SimSiam: a weight-shared siamese network with a predictor on one branch and a stop-gradient on the other.
+
+    ``z = projector(backbone(x))``, ``p = predictor(z)``; loss (paper eq. 3)
+    ``½ D(p_a, sg(z_b)) + ½ D(p_b, sg(z_a))`` with ``D = −cos``. Both views go through the network in one
+    forward pass. Without the stop-gradient (``stop_gradient=False``, an ablation) it collapses (paper Fig. 2).
+
+    Defaults (paper §4 and App. A): projector 3 layers of 2048 with BatchNorm on every layer (output BatchNorm
+    without affine, no ReLU on the output); predictor 2048 → 512 → 2048 (BatchNorm + ReLU in the hidden layer);
+    SGD lr 0.05 per 256 images, momentum 0.9, weight decay 1e-4, cosine schedule. The paper keeps the predictor's
+    learning rate constant (not decayed), which the engine's single schedule does not do.
+
+    Args:
+        backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
+        projection_dim: projector width (hidden and output).
+        prediction_dim: predictor bottleneck width.
+        stop_gradient: detach the targets (the method); False only for the collapse ablation.
+    """
+
+    name = "simsiam"
+    defaults = {"projection_dim": 2048, "prediction_dim": 512, "stop_gradient": True}
+    optim_defaults = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4}
+
+    def __init__(self, backbone: nn.Module, projection_dim: int = 2048, prediction_dim: int = 512, stop_gradient: bool = True) -> None:
+        super().__init__(backbone)
+        dims = (feature_dim(backbone), projection_dim, projection_dim, projection_dim)
+        self.projector = ProjectionHead(dims, batch_norm=True, last_batch_norm=True)
+        self.predictor = ProjectionHead((projection_dim, prediction_dim, projection_dim), batch_norm=True)
+        self.criterion = NegativeCosineSimilarity(form="simsiam")
+        self.stop_gradient = stop_gradient
+
+    def training_step(self, views: list[torch.Tensor]) -> StepOutput:
+        if len(views) != 2:
+            raise GeosslError(f"SimSiam needs exactly 2 views, got {len(views)}; configure two views")
+        h = self.backbone(torch.cat(views))
+        z = self.projector(h)
+        p_a, p_b = self.predictor(z).chunk(2)
+        z_a, z_b = z.chunk(2)
+        t_a, t_b = (z_a.detach(), z_b.detach()) if self.stop_gradient else (z_a, z_b)
+        loss = 0.5 * self.criterion(p_a, t_b) + 0.5 * self.criterion(p_b, t_a)
+        return StepOutput(loss=loss, features=h[: len(z_a)].detach(), embeddings=z_a.detach(), branches=[z_a, z_b])
