@@ -42,7 +42,7 @@ def _has_teacher(method: torch.nn.Module) -> bool:
 def measure(name: str, data, images: torch.Tensor, n_steps: int) -> dict:
     cls = METHODS[name]
     norm = Normalization(data.mean, data.std, data.value_scale)
-    views_cfg = cls.default_views(data.image_size[0], overhead=True)
+    views_cfg = cls.default_views(images.shape[-1], overhead=True)
     augment = MultiViewAugment([ViewAugment(v, norm, rgb=data.is_rgb) for v in views_cfg])
     torch.manual_seed(0)
     method = cls(build_backbone("resnet18", data.num_bands), **cls.defaults).to(memory_format=torch.channels_last)
@@ -99,20 +99,24 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(sorted(METHODS)))
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--image-size", type=int, default=None, help="resize the images (e.g. 224, the papers' size)")
+    parser.add_argument("--name", default="method_overhead", help="results file name")
     args = parser.parse_args()
 
     data = load_data(args.data)
     images = torch.stack([data.train[i][0] for i in range(args.batch_size)])
+    if args.image_size:
+        images = torch.nn.functional.interpolate(images.float(), size=args.image_size, mode="bilinear", antialias=False)
     rows = [measure(name, data, images, args.steps) for name in args.methods.split(",")]
     notes = (
-        f"Data: {data.name}, {data.image_size[0]} px, {data.num_bands} bands; batch {args.batch_size}; ResNet-18 (standard stem), "
+        f"Data: {data.name}, {images.shape[-1]} px, {data.num_bands} bands; batch {args.batch_size}; ResNet-18 (standard stem), "
         f"channels_last; each method with its default views and heads; {args.steps} timed steps per measure, interleaved, medians.\n"
         "bare: the backbone forward+backward+SGD step on the same (fixed) views, one pass per resolution. method: the full step, "
         "views generated on the batch, EMA/queue updates included. Target: ratio <= 1.15 for methods without multi-crop. "
         "For teacher methods the last-but-one column divides by bare + one no-grad backbone forward of the views (the teacher's "
         "pass, which the method cannot avoid)."
     )
-    write_results("method_overhead", "SSL method step time against the bare backbone", rows,
+    write_results(args.name, f"SSL method step time against the bare backbone ({images.shape[-1]} px)", rows,
                   ["method", "views", "bare s", "method s", "ratio", "ratio vs bare+teacher fwd", "images/s"], notes)
     print(notes)
 
