@@ -56,6 +56,21 @@ def step_seconds(name: str, data, batch_size: int) -> float:
     return statistics.median(times)
 
 
+def simclr_row_from_spine_benchmark() -> dict | None:
+    """The SimCLR row measured by ``eurosat_simclr.py`` (same data, split, backbone, batch and protocol)."""
+    path = RESULTS / "eurosat_simclr.json"
+    if not path.exists():
+        return None
+    d = json.loads(path.read_text())
+    top1 = {(r["encoder"] == "random init", r["protocol"]): float(r["top1"]) for r in d["rows"] if not r["encoder"].startswith("supervised")}
+    return {
+        "method": "simclr", "epochs": d["epochs"], "train min": d["ssl_wall_s"] / 60,
+        "kNN top-1": top1[(False, "knn")], "linear top-1": top1[(False, "linear")],
+        "kNN gain vs random": top1[(False, "knn")] - top1[(True, "knn")], "img/s (step)": "", "peak RSS GiB": "",
+        "seed": 0, "commit": d["machine"]["commit"] + " (eurosat_simclr.py)",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
@@ -101,6 +116,8 @@ def main() -> None:
     path = RESULTS / "zoo_eurosat.json"
     rows = {r["method"]: r for r in json.loads(path.read_text())["rows"]} if path.exists() else {}
     rows[args.method] = row
+    rows.setdefault("simclr", simclr_row_from_spine_benchmark())
+    rows = {k: v for k, v in rows.items() if v is not None}
     random_knn, random_lin = top1(True, "knn"), top1(True, "linear")
     ordered = [rows[m] for m in ORDER if m in rows] + [r for m, r in sorted(rows.items()) if m not in ORDER]
     notes = (
