@@ -22,7 +22,8 @@ class VICReg(Method):
     then Linear), solo-learn's VICReg recipe for small images with a ResNet-18; the paper's is 8192-8192-8192 (pass
     ``hidden_dim=8192, projection_dim=8192``), which made a 64 px CPU step ~10x slower than the bare backbone;
     λ = μ = 25, ν = 1, ε = 1e-4 with the authors' code's scaling (``reference_scaling=True``, see the loss);
-    LARS base lr 0.2 per 256 images, weight decay 1e-6. As for Barlow Twins, the 8192-wide expander dominates
+    the paper's LARS base lr 0.2 per 256 images and weight decay 1e-6 are replaced by solo-learn's 0.3 / 1e-4
+    (``optim_defaults``). As for Barlow Twins, the 8192-wide expander dominates
     the cost of a step on small images; ``hidden_dim``/``projection_dim`` shrink it.
 
     Args:
@@ -38,7 +39,8 @@ class VICReg(Method):
 
     name = "vicreg"
     defaults = {"hidden_dim": 2048, "projection_dim": 2048, "sim": 25.0, "var": 25.0, "cov": 1.0, "reference_scaling": True}
-    optim_defaults = {"optimizer": "lars", "lr": 0.2, "weight_decay": 1e-6}
+    #: solo-learn's small-image recipe (ResNet-18, CIFAR, 2048-wide expander) for LARS with trust coefficient 0.02.
+    optim_defaults = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4}
 
     def __init__(
         self,
