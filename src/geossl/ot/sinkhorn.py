@@ -169,8 +169,10 @@ def _iterate_block_stabilized(
     fh = torch.zeros(B, n, dtype=Mr.dtype, device=Mr.device)
     gh = torch.zeros(B, m, dtype=Mr.dtype, device=Mr.device)
     K = torch.exp(-Mr)
-    u = torch.ones(B, n, 1, dtype=Mr.dtype, device=Mr.device)
-    v = torch.ones(B, m, 1, dtype=Mr.dtype, device=Mr.device)
+    # scalings as row vectors (B, 1, k): a (1 x m) @ (m x n) product is ~10x faster on CPU than the (n x m) @ (m x 1)
+    # product of the same size (measured, batched BLAS), so K v is computed as v^T K^T with K^T a view
+    u = torch.ones(B, 1, n, dtype=Mr.dtype, device=Mr.device)
+    v = torch.ones(B, 1, m, dtype=Mr.dtype, device=Mr.device)
 
     def absorb() -> torch.Tensor:
         nonlocal fh, gh, u, v
@@ -180,11 +182,11 @@ def _iterate_block_stabilized(
         return torch.exp(fh[:, :, None] + gh[:, None, :] - Mr)
 
     def half_step(K: torch.Tensor, s: torch.Tensor, w: torch.Tensor, pos: torch.Tensor, rows: bool) -> tuple[torch.Tensor, bool]:
-        Ks = torch.bmm(K, s) if rows else torch.bmm(K.transpose(1, 2), s)
-        new = torch.where(pos[..., None], w[..., None] / Ks, torch.zeros_like(Ks))
-        Ks, new = Ks[..., 0], new[..., 0]
+        Ks = torch.bmm(s, K.transpose(1, 2)) if rows else torch.bmm(s, K)
+        new = torch.where(pos[:, None, :], w[:, None, :] / Ks, torch.zeros_like(Ks))
+        Ks, new = Ks[:, 0], new[:, 0]
         flag = ((Ks < floor) & pos).any() | (new > hi).any() | ((new < lo) & pos).any()
-        return new[..., None], bool(flag)
+        return new[:, None, :], bool(flag)
 
     def log_half_step(rows: bool) -> torch.Tensor:
         # exact logsumexp update of F (rows) or G (columns), then everything absorbed
@@ -199,7 +201,7 @@ def _iterate_block_stabilized(
         return torch.exp(fh[:, :, None] + gh[:, None, :] - Mr)
 
     def row_error() -> torch.Tensor:
-        rows = u[..., 0] * torch.bmm(K, v)[..., 0]
+        rows = u[:, 0] * torch.bmm(v, K.transpose(1, 2))[:, 0]
         return (rows - ea).abs().sum(-1)
 
     def careful_iteration() -> None:
@@ -222,7 +224,7 @@ def _iterate_block_stabilized(
         v = new_v
 
     zero_mass = not bool(a_pos.all()) or not bool(b_pos.all())
-    ea3, eb3 = ea[..., None], eb[..., None]
+    ea3, eb3 = ea[:, None, :], eb[:, None, :]
     Kt = K.transpose(1, 2)
 
     def fast_chunk(steps: int) -> bool:
@@ -230,8 +232,8 @@ def _iterate_block_stabilized(
         # underflowed product shows up as a scaling above e^tau for any weight above ~1e-15)
         nonlocal u, v
         for _ in range(steps):
-            u = ea3 / torch.bmm(K, v)
-            v = eb3 / torch.bmm(Kt, u)
+            u = ea3 / torch.bmm(v, Kt)
+            v = eb3 / torch.bmm(u, K)
         bounded = (u <= hi).all() & (u >= lo).all() & (v <= hi).all() & (v >= lo).all()
         return bool(bounded)
 
@@ -260,8 +262,8 @@ def _iterate_block_stabilized(
 
 
 def _log_scaling(s: torch.Tensor) -> torch.Tensor:
-    """``log s`` of a scaling vector (B, k, 1) as (B, k); a zero scaling (zero-mass point) gives -1e5, as safe_log."""
-    s = s[..., 0]
+    """``log s`` of a scaling vector (B, 1, k) as (B, k); a zero scaling (zero-mass point) gives -1e5, as safe_log."""
+    s = s[:, 0]
     return torch.where(s > 0, torch.log(torch.where(s > 0, s, torch.ones_like(s))), torch.full_like(s, -1e5))
 
 
