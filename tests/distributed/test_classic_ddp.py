@@ -5,7 +5,6 @@ One ``mp.spawn`` computes everything (module fixture) so that the processes star
 """
 
 import os
-import socket
 
 import pytest
 import torch
@@ -26,10 +25,11 @@ QUEUE, MOCO_STEPS = 12, 4
 TOL = 1e-10
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_port() -> str:
+    """A fresh file-store path for the process group (a TCP port could be taken by a concurrently running test)."""
+    import tempfile
+
+    return os.path.join(tempfile.mkdtemp(prefix="geossl-gloo-"), "store")
 
 
 def _data(seed: int = 0):
@@ -71,8 +71,7 @@ def _mean_over_processes(loss: torch.Tensor) -> float:
 
 
 def _worker(rank: int, world: int, port: int, out: dict) -> None:
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{port}", rank=rank, world_size=world)
     try:
         local = slice(rank * N // world, (rank + 1) * N // world)
         x_a, x_b = _data()

@@ -8,7 +8,6 @@ gradients and the center (all-reduced batch mean) over three steps.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -26,10 +25,11 @@ N, D_IN, D, K, STEPS, N_VIEWS = 8, 6, 5, 4, 3, 4  # 2 global + 2 local views
 K_DINO = 7
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_port() -> str:
+    """A fresh file-store path for the process group (a TCP port could be taken by a concurrently running test)."""
+    import tempfile
+
+    return os.path.join(tempfile.mkdtemp(prefix="geossl-gloo-"), "store")
 
 
 def _views(step: int) -> list[torch.Tensor]:
@@ -114,8 +114,7 @@ def _global_mean(loss: torch.Tensor, rank: int | None, world: int) -> float:
 
 
 def _worker(rank: int, world: int, port: int, out: dict) -> None:
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{port}", rank=rank, world_size=world)
     try:
         run(rank, world, out)
     finally:

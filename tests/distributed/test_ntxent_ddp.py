@@ -1,7 +1,6 @@
 """Two CPU processes (gloo) with half the batch each give the single-process loss and gradients."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -17,10 +16,11 @@ pytestmark = pytest.mark.distributed
 N, D_IN, D_OUT, TAU = 8, 6, 5, 0.3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_port() -> str:
+    """A fresh file-store path for the process group (a TCP port could be taken by a concurrently running test)."""
+    import tempfile
+
+    return os.path.join(tempfile.mkdtemp(prefix="geossl-gloo-"), "store")
 
 
 def _data():
@@ -34,8 +34,7 @@ def _model():
 
 
 def _worker(rank: int, world: int, port: int, out: dict) -> None:
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{port}", rank=rank, world_size=world)
     try:
         x_a, x_b = _data()
         local = slice(rank * N // world, (rank + 1) * N // world)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -108,15 +107,15 @@ CASES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_port() -> str:
+    """A fresh file-store path for the process group (a TCP port could be taken by a concurrently running test)."""
+    import tempfile
+
+    return os.path.join(tempfile.mkdtemp(prefix="geossl-gloo-"), "store")
 
 
 def _worker(rank: int, world: int, port: int, out: dict) -> None:
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{port}", rank=rank, world_size=world)
     try:
         for i, (name, split, reg, n_iters, uniform_b, last) in enumerate(CASES):
             M, b = problem(10 + i, uniform_b=uniform_b)
