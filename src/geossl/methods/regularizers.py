@@ -14,9 +14,8 @@ from torch import nn
 from geossl.errors import GeosslError, unknown_name_error
 
 #: name -> "module:class" (imported on first use, so the core stays light)
-REGULARIZERS: dict[str, str] = {
-    "t-reg": "geossl.losses.treg:TREGLoss",  # Mordacq et al., NeurIPS 2025: MST length + sphere constraint
-}
+#: T-REG (Mordacq et al., NeurIPS 2025) is registered here as "t-reg" once ``geossl.losses.treg`` exists (issue 5).
+REGULARIZERS: dict[str, str] = {}
 
 
 def build_regularizer(name: str, args: dict[str, Any] | None = None) -> nn.Module:
