@@ -31,6 +31,10 @@ SMALL_HEADS = {
     "swav": {"hidden_dim": 64, "projection_dim": 32, "n_prototypes": 16},
     "dino": {"hidden_dim": 64, "bottleneck_dim": 32, "out_dim": 128},
     "mmcr": {"hidden_dim": 64, "projection_dim": 32},
+    "ot-sample": {"hidden_dim": 64, "projection_dim": 32},
+    "ot-feature": {"hidden_dim": 64, "projection_dim": 32},
+    "ot-coot": {"hidden_dim": 64, "projection_dim": 32},
+    "dense-ot": {"hidden_dim": 64, "projection_dim": 32},
 }
 
 

@@ -6,9 +6,11 @@ from geossl.errors import unknown_name_error
 from geossl.methods.base import Method
 from geossl.methods.barlow_twins import BarlowTwins
 from geossl.methods.byol import BYOL
+from geossl.methods.dense_ot import DenseOT
 from geossl.methods.dino import DINO
 from geossl.methods.mmcr import MMCR
 from geossl.methods.moco import MoCoV2, MoCoV3
+from geossl.methods.ot_ssl import OTCOOT, OTFeature, OTSample
 from geossl.methods.simclr import SimCLR
 from geossl.methods.simsiam import SimSiam
 from geossl.methods.swav import SwAV
@@ -25,6 +27,10 @@ METHODS: dict[str, type[Method]] = {
     SwAV.name: SwAV,
     DINO.name: DINO,
     MMCR.name: MMCR,
+    OTSample.name: OTSample,
+    OTFeature.name: OTFeature,
+    OTCOOT.name: OTCOOT,
+    DenseOT.name: DenseOT,
 }
 
 
