@@ -1,8 +1,9 @@
-"""Shared fixtures: small generated image folders and an isolated cache directory."""
+"""Shared fixtures: small generated image folders, an isolated cache directory, process-group stores."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,15 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("GEOSSL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def gloo_store() -> str:
+    """A fresh file-store path for a 2-process test group (``init_method=f"file://{path}"``).
+
+    A file store cannot be taken by a concurrently running test, as a "free" TCP port can between the moment it is
+    found and the moment the group binds it.
+    """
+    return os.path.join(tempfile.mkdtemp(prefix="geossl-gloo-"), "store")
 
 
 @pytest.fixture(autouse=True)

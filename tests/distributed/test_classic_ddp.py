@@ -4,7 +4,6 @@ single-process losses, gradients (averaged by DDP) and queue contents.
 One ``mp.spawn`` computes everything (module fixture) so that the processes start once.
 """
 
-import os
 
 import pytest
 import torch
@@ -18,18 +17,13 @@ from geossl.losses.mmcr import MMCRLoss
 from geossl.losses.moco import MoCoLoss, MoCoV3Loss
 from geossl.losses.vicreg import VICRegLoss
 
+from ..conftest import gloo_store
+
 pytestmark = pytest.mark.distributed
 
 N, K_VIEWS, D_IN, D_OUT, WORLD = 8, 3, 6, 5, 2
 QUEUE, MOCO_STEPS = 12, 4
 TOL = 1e-10
-
-
-def _free_port() -> str:
-    """A fresh file-store path for the process group (a TCP port could be taken by a concurrently running test)."""
-    import tempfile
-
-    return os.path.join(tempfile.mkdtemp(prefix="geossl-gloo-"), "store")
 
 
 def _data(seed: int = 0):
@@ -70,8 +64,8 @@ def _mean_over_processes(loss: torch.Tensor) -> float:
     return (total / dist.get_world_size()).item()
 
 
-def _worker(rank: int, world: int, port: int, out: dict) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{port}", rank=rank, world_size=world)
+def _worker(rank: int, world: int, store: str, out: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         local = slice(rank * N // world, (rank + 1) * N // world)
         x_a, x_b = _data()
@@ -119,7 +113,7 @@ def _worker(rank: int, world: int, port: int, out: dict) -> None:
 def ranks():
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_worker, args=(WORLD, _free_port(), out), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(WORLD, gloo_store(), out), nprocs=WORLD, join=True)
     result = dict(out)
     assert result[0]["world"] == WORLD and result[1]["world"] == WORLD
     return result

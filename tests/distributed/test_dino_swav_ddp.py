@@ -7,8 +7,6 @@ gradients and the center (all-reduced batch mean) over three steps.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -19,17 +17,12 @@ from torch import nn
 from geossl.losses.dino import DINOLoss
 from geossl.losses.swav import SwAVLoss, SwAVQueue, swav_codes
 
+from ..conftest import gloo_store
+
 pytestmark = pytest.mark.distributed
 
 N, D_IN, D, K, STEPS, N_VIEWS = 8, 6, 5, 4, 3, 4  # 2 global + 2 local views
 K_DINO = 7
-
-
-def _free_port() -> str:
-    """A fresh file-store path for the process group (a TCP port could be taken by a concurrently running test)."""
-    import tempfile
-
-    return os.path.join(tempfile.mkdtemp(prefix="geossl-gloo-"), "store")
 
 
 def _views(step: int) -> list[torch.Tensor]:
@@ -113,8 +106,8 @@ def _global_mean(loss: torch.Tensor, rank: int | None, world: int) -> float:
     return total.item()
 
 
-def _worker(rank: int, world: int, port: int, out: dict) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{port}", rank=rank, world_size=world)
+def _worker(rank: int, world: int, store: str, out: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         run(rank, world, out)
     finally:
@@ -125,7 +118,7 @@ def _worker(rank: int, world: int, port: int, out: dict) -> None:
 def results() -> dict:
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, gloo_store(), out), nprocs=2, join=True)
     run(None, 1, out)
     return dict(out)
 

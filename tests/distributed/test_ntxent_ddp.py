@@ -1,7 +1,5 @@
 """Two CPU processes (gloo) with half the batch each give the single-process loss and gradients."""
 
-import os
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -11,16 +9,11 @@ from torch import nn
 from geossl import dist as gdist
 from geossl.losses import NTXentLoss
 
+from ..conftest import gloo_store
+
 pytestmark = pytest.mark.distributed
 
 N, D_IN, D_OUT, TAU = 8, 6, 5, 0.3
-
-
-def _free_port() -> str:
-    """A fresh file-store path for the process group (a TCP port could be taken by a concurrently running test)."""
-    import tempfile
-
-    return os.path.join(tempfile.mkdtemp(prefix="geossl-gloo-"), "store")
 
 
 def _data():
@@ -33,8 +26,8 @@ def _model():
     return nn.Linear(D_IN, D_OUT).double()
 
 
-def _worker(rank: int, world: int, port: int, out: dict) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{port}", rank=rank, world_size=world)
+def _worker(rank: int, world: int, store: str, out: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         x_a, x_b = _data()
         local = slice(rank * N // world, (rank + 1) * N // world)
@@ -62,7 +55,7 @@ def test_two_process_loss_and_gradients_equal_single_process():
 
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, gloo_store(), out), nprocs=2, join=True)
     assert out["world"] == 2
     assert out["loss"] == pytest.approx(loss.item(), abs=1e-12)
     assert torch.allclose(out["grad_w"], model.weight.grad, atol=1e-12)

@@ -3,9 +3,6 @@ gradients equal those of one process with the whole batch (float64, 1e-10)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -14,6 +11,8 @@ from torch import nn
 
 from geossl import dist as gdist
 from geossl.losses.ot_ssl import OTFeatureLoss, OTSampleLoss
+
+from ..conftest import gloo_store
 
 pytestmark = pytest.mark.distributed
 
@@ -26,11 +25,6 @@ LOSSES = {
     "feature-bt": lambda: OTFeatureLoss(eps=0.05, n_iters=5),
     "feature-raw": lambda: OTFeatureLoss(eps=0.05, n_iters=5, feature_norm="raw"),
 }
-
-
-def _store() -> str:
-    """A fresh file-store path for the process group (a TCP port could be taken by a concurrently running test)."""
-    return os.path.join(tempfile.mkdtemp(prefix="geossl-gloo-"), "store")
 
 
 def _data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +68,7 @@ def _worker(rank: int, world: int, store: str, out: dict) -> None:
 @pytest.fixture(scope="module")
 def two_process_results() -> dict:
     out = mp.Manager().dict()
-    mp.spawn(_worker, args=(2, _store(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, gloo_store(), out), nprocs=2, join=True)
     return dict(out)
 
 

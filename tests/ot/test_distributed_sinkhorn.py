@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -12,6 +10,8 @@ import torch.multiprocessing as mp
 from geossl.errors import GeosslError
 from geossl.ot.distributed import distributed_sinkhorn
 from geossl.ot.sinkhorn import sinkhorn
+
+from ..conftest import gloo_store
 
 N, K = 16, 7
 
@@ -107,15 +107,8 @@ CASES = [
 ]
 
 
-def _free_port() -> str:
-    """A fresh file-store path for the process group (a TCP port could be taken by a concurrently running test)."""
-    import tempfile
-
-    return os.path.join(tempfile.mkdtemp(prefix="geossl-gloo-"), "store")
-
-
-def _worker(rank: int, world: int, port: int, out: dict) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{port}", rank=rank, world_size=world)
+def _worker(rank: int, world: int, store: str, out: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         for i, (name, split, reg, n_iters, uniform_b, last) in enumerate(CASES):
             M, b = problem(10 + i, uniform_b=uniform_b)
@@ -135,7 +128,7 @@ def _worker(rank: int, world: int, port: int, out: dict) -> None:
 @pytest.mark.distributed
 def test_two_processes_give_the_rows_of_the_single_process_plan() -> None:
     out = mp.Manager().dict()
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, gloo_store(), out), nprocs=2, join=True)
     for i, (name, split, reg, n_iters, uniform_b, last) in enumerate(CASES):
         M, b = problem(10 + i, uniform_b=uniform_b)
         P = reference(M, b, reg, n_iters, last)
