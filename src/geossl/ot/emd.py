@@ -97,21 +97,24 @@ def _network_simplex(a: np.ndarray, b: np.ndarray, M: np.ndarray) -> tuple[np.nd
     return plan, log["u"], log["v"]
 
 
-def _resolve_solver(solver: str) -> str:
-    if solver not in SOLVERS:
-        raise GeosslError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}.")
-    if solver != "auto":
-        if solver == "network_simplex":
-            try:
-                import ot  # noqa: F401
-            except ImportError:
-                raise GeosslError("solver='network_simplex' needs POT: pip install pot (or geossl[ot]).") from None
-        return solver
+def _pot_importable() -> bool:
     try:
         import ot  # noqa: F401
     except ImportError:
-        return "highs"
-    return "network_simplex"
+        return False
+    return True
+
+
+def _resolve_solver(solver: str) -> str:
+    """``solver`` with ``"auto"`` replaced by the fastest one installed; a one-line error for an unusable choice."""
+    if solver not in SOLVERS:
+        raise GeosslError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}.")
+    has_pot = _pot_importable()
+    if solver == "auto":
+        return "network_simplex" if has_pot else "highs"
+    if solver == "network_simplex" and not has_pot:
+        raise GeosslError("solver='network_simplex' needs POT: pip install pot (or geossl[ot]).")
+    return solver
 
 
 def _solve_numpy(a: np.ndarray, b: np.ndarray, M: np.ndarray, assignment: bool, solver: str = "highs") -> tuple[np.ndarray, ...]:
