@@ -18,12 +18,11 @@ import statistics
 import time
 
 import torch
-
 from _common import REPO, SHARED_DATA, write_results
-from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment
+from _protocol import method_and_views
+
 from geossl.data import load_data
 from geossl.methods.registry import METHODS
-from geossl.nn import build_backbone
 from geossl.nn.backbones import feature_dim
 from geossl.nn.ema import make_teacher
 
@@ -62,12 +61,9 @@ def lightly_variant(name: str) -> type:
 def step_throughput(name: str, data, batch_size: int, n_steps: int) -> tuple[float, float]:
     """Images/s of a full step for geossl's and lightly's implementation of ``name`` (interleaved medians)."""
     images = torch.stack([data.train[i][0] for i in range(batch_size)])
-    norm = Normalization(data.mean, data.std, data.value_scale)
     impls = {}
     for key, cls in (("geossl", METHODS[name]), ("lightly", lightly_variant(name))):
-        augment = MultiViewAugment([ViewAugment(v, norm, data.is_rgb) for v in cls.default_views(data.image_size[0], True)])
-        torch.manual_seed(0)
-        method = cls(build_backbone("resnet18", data.num_bands), **cls.defaults).to(memory_format=torch.channels_last)
+        method, augment = method_and_views(cls, data)
         opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
         impls[key] = (method, opt, augment)
     times: dict[str, list[float]] = {k: [] for k in impls}

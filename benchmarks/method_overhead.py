@@ -15,12 +15,11 @@ import statistics
 import time
 
 import torch
-
 from _common import SHARED_DATA, write_results
-from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment
+from _protocol import method_and_views
+
 from geossl.data import load_data
 from geossl.methods.registry import METHODS
-from geossl.nn import build_backbone
 
 
 def _median_interleaved(steps: dict, n: int) -> dict[str, float]:
@@ -40,12 +39,7 @@ def _has_teacher(method: torch.nn.Module) -> bool:
 
 
 def measure(name: str, data, images: torch.Tensor, n_steps: int) -> dict:
-    cls = METHODS[name]
-    norm = Normalization(data.mean, data.std, data.value_scale)
-    views_cfg = cls.default_views(images.shape[-1], overhead=True)
-    augment = MultiViewAugment([ViewAugment(v, norm, rgb=data.is_rgb) for v in views_cfg])
-    torch.manual_seed(0)
-    method = cls(build_backbone("resnet18", data.num_bands), **cls.defaults).to(memory_format=torch.channels_last)
+    method, augment = method_and_views(name, data, image_size=images.shape[-1])
     method.train()
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     fixed = [v.contiguous(memory_format=torch.channels_last) for v in augment(images)]

@@ -16,44 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import resource
-import statistics
-import time
 
-import torch
+from _common import RESULTS, SHARED_DATA, write_results
+from _protocol import accumulate, run_row
 
-from _common import REPO, RESULTS, SHARED_DATA, commit, write_results
-from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment
 from geossl.data import load_data
 from geossl.methods.registry import METHODS
-from geossl.nn import build_backbone
-from geossl.train.config import PretrainConfig
-from geossl.train.evaluate import evaluate_checkpoint
-from geossl.train.run import pretrain
 
-RUNS = REPO / "benchmarks" / "runs"
 ORDER = ["simclr", "moco-v2", "moco-v3", "byol", "simsiam", "barlow-twins", "vicreg", "swav", "dino", "mmcr"]
-
-
-def step_seconds(name: str, data, batch_size: int) -> float:
-    """Median time of a full training step of ``name`` (views, forward, backward, SGD step, EMA update)."""
-    cls = METHODS[name]
-    norm = Normalization(data.mean, data.std, data.value_scale)
-    augment = MultiViewAugment([ViewAugment(v, norm, data.is_rgb) for v in cls.default_views(data.image_size[0], True)])
-    method = cls(build_backbone("resnet18", data.num_bands), **cls.defaults).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4)
-    x = torch.stack([data.train[i][0] for i in range(batch_size)])
-    times = []
-    for i in range(4):
-        t = time.perf_counter()
-        opt.zero_grad()
-        method.training_step([v.contiguous(memory_format=torch.channels_last) for v in augment(x)]).loss.backward()
-        opt.step()
-        method.on_optimizer_step(i + 1, 100)
-        if i > 0:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def simclr_row_from_spine_benchmark() -> dict | None:
@@ -82,43 +52,11 @@ def main() -> None:
     args = parser.parse_args()
 
     data = load_data(args.data, split=(0.6, 0.2, 0.2), seed=0)
-    step_s = step_seconds(args.method, data, args.batch_size)
-    epoch_s = step_s * (len(data.train) // args.batch_size)
-    # 8% of the budget is kept for the online kNN evaluations and checkpoints
-    epochs = args.epochs or max(1, math.floor(0.92 * args.budget_min * 60 / epoch_s))
-    print(f"{args.method}: ~{epoch_s:.0f} s per epoch -> {epochs} epochs in {args.budget_min} min", flush=True)
-
-    run_dir = RUNS / f"zoo-{args.method}-{epochs}ep-seed{args.seed}"
-    config = PretrainConfig(method=args.method, data=args.data, epochs=epochs, batch_size=args.batch_size, seed=args.seed,
-                            run_dir=str(run_dir), knn_bank_size=5000, online_eval_every=max(1, epochs // 4), progress=False)
-    t = time.perf_counter()
-    result = pretrain(config, data=data)
-    wall = time.perf_counter() - t
-    ev = evaluate_checkpoint(run_dir, with_baseline=True, prefer="last", plots=False)
-    print(ev.table)
-
-    def top1(encoder_random: bool, protocol: str) -> float:
-        return next(float(r["top1"]) for r in ev.rows if r["protocol"].startswith(protocol) and (r["encoder"] == "random init") == encoder_random)
-
-    row = {
-        "method": args.method,
-        "epochs": epochs,
-        "train min": wall / 60,
-        "kNN top-1": top1(False, "knn"),
-        "linear top-1": top1(False, "linear"),
-        "kNN gain vs random": top1(False, "knn") - top1(True, "knn"),
-        "img/s (step)": args.batch_size / step_s,
-        "peak RSS GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "final loss": float(result.metrics.get("train/loss", float("nan"))),
-        "seed": args.seed,
-        "commit": commit(),
-    }
-    path = RESULTS / "zoo_eurosat.json"
-    rows = {r["method"]: r for r in json.loads(path.read_text())["rows"]} if path.exists() else {}
-    rows[args.method] = row
+    row = run_row(args.method, data, args.data, budget_min=args.budget_min, batch_size=args.batch_size, seed=args.seed, epochs=args.epochs)
+    rows = accumulate("zoo_eurosat", row)
     rows.setdefault("simclr", simclr_row_from_spine_benchmark())
     rows = {k: v for k, v in rows.items() if v is not None}
-    random_knn, random_lin = top1(True, "knn"), top1(True, "linear")
+    random_knn, random_lin = row["random kNN"], row["random linear"]
     ordered = [rows[m] for m in ORDER if m in rows] + [r for m, r in sorted(rows.items()) if m not in ORDER]
     notes = (
         f"EuroSAT RGB, {data.split_description}; every number on the test split (5,400 images). ResNet-18, standard stem, 64 px, "

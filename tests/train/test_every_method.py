@@ -35,6 +35,10 @@ SMALL_HEADS = {
     "ot-feature": {"hidden_dim": 64, "projection_dim": 32},
     "ot-coot": {"hidden_dim": 64, "projection_dim": 32},
     "dense-ot": {"hidden_dim": 64, "projection_dim": 32},
+    "t-regs": {"hidden_dim": 64, "projection_dim": 64},
+    "ssw": {"hidden_dim": 64},
+    "sw": {"hidden_dim": 64},
+    "uniformity": {"hidden_dim": 64},
 }
 
 

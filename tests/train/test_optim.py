@@ -27,6 +27,22 @@ def test_lars_step_is_trust_ratio_scaled_sgd():
     assert torch.allclose(b, b0 - 0.5 * gb, atol=1e-6)
 
 
+@pytest.mark.parametrize("grad_scale", [1e-4, 10.0])
+def test_lars_clip_mode_uses_the_smaller_of_lr_and_the_trust_ratio(grad_scale: float):
+    """LARC clipping (solo-learn's clip_lr): the layer's lr is min(lr, η‖w‖/‖g‖); scaling mode: lr·η‖w‖/‖g‖."""
+    w0 = torch.randn(4, 3, dtype=torch.float64)
+    g = grad_scale * torch.randn(4, 3, dtype=torch.float64)
+    steps = {}
+    for clip in (True, False):
+        w = torch.nn.Parameter(w0.clone())
+        w.grad = g.clone()
+        LARS([w], lr=0.5, trust_coefficient=0.02, clip_lr=clip).step()
+        steps[clip] = w0 - w.detach()
+    ratio = 0.02 * w0.norm() / (g.norm() + 1e-8)
+    assert torch.allclose(steps[True], min(0.5, ratio.item()) * g, rtol=1e-10, atol=0)
+    assert torch.allclose(steps[False], 0.5 * ratio * g, rtol=1e-10, atol=0)
+
+
 def test_parameter_groups_exclude_biases_and_norms():
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     decay, no_decay = parameter_groups(net, 1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 
 import pytest
 import torch
@@ -45,3 +46,16 @@ def test_registered_regularizer_is_added_and_logged(tmp_path, monkeypatch) -> No
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     values = [float(r["train/regularizer_step"]) for r in rows if r.get("train/regularizer_step")]
     assert values and all(v > 0 for v in values)
+
+
+def test_t_reg_is_registered_and_trains_with_byol(tmp_path) -> None:
+    data = make_rgb_folder(tmp_path / "data", size=32)
+    run = tmp_path / "run"
+    config = PretrainConfig(method="byol", method_args={"hidden_dim": 32, "projection_dim": 16}, train_data=str(data), epochs=1,
+                            batch_size=8, run_dir=str(run), accelerator="cpu", progress=False, online_eval=False,
+                            regularizer="t-reg", regularizer_args={"gamma": 0.5})
+    pretrain(config)
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    values = [float(r["train/regularizer_step"]) for r in rows if r.get("train/regularizer_step")]
+    # two views, each −γ·(MST length per point) + λ·sphere term: negative once the points are spread
+    assert values and all(math.isfinite(v) for v in values)

@@ -14,6 +14,8 @@ from geossl.methods.ot_ssl import OTCOOT, OTFeature, OTSample
 from geossl.methods.simclr import SimCLR
 from geossl.methods.simsiam import SimSiam
 from geossl.methods.swav import SwAV
+from geossl.methods.tregs import TREGS
+from geossl.methods.uniformity_ssl import SSWSSL, SWSSL, WangIsola
 from geossl.methods.vicreg import VICReg
 
 METHODS: dict[str, type[Method]] = {
@@ -31,6 +33,10 @@ METHODS: dict[str, type[Method]] = {
     OTFeature.name: OTFeature,
     OTCOOT.name: OTCOOT,
     DenseOT.name: DenseOT,
+    TREGS.name: TREGS,
+    SSWSSL.name: SSWSSL,
+    SWSSL.name: SWSSL,
+    WangIsola.name: WangIsola,
 }
 
 

@@ -14,8 +14,10 @@ from torch import nn
 from geossl.errors import GeosslError, unknown_name_error
 
 #: name -> "module:class" (imported on first use, so the core stays light)
-#: T-REG (Mordacq et al., NeurIPS 2025) is registered here as "t-reg" once ``geossl.losses.treg`` exists (issue 5).
-REGULARIZERS: dict[str, str] = {}
+REGULARIZERS: dict[str, str] = {
+    # Mordacq, Loiseaux, Kalogeiton, Oudot, "T-REGS", NeurIPS 2025: MST length + sphere term on each view
+    "t-reg": "geossl.losses.treg:TREG",
+}
 
 
 def build_regularizer(name: str, args: dict[str, Any] | None = None) -> nn.Module:

@@ -579,6 +579,7 @@ def spherical_sliced_wasserstein_to_uniform(
     n_projections: int = 50,
     seed: int | None = None,
     projections: Tensor | None = None,
+    squared: bool = False,
 ) -> Tensor:
     r"""Spherical sliced :math:`SSW_2` between a point cloud and :math:`\mathrm{Unif}(S^{d-1})`, closed form.
 
@@ -591,6 +592,7 @@ def spherical_sliced_wasserstein_to_uniform(
         n_projections: number L of Stiefel slices (ignored when ``projections`` is given).
         seed: seed of a local ``torch.Generator`` (global RNG untouched); None uses the global RNG.
         projections: (L, d, 2) Stiefel matrices overriding the random draw (POT orientation).
+        squared: return :math:`SSW_2^2` (no square root), the SSW-SSL loss term; its gradient stays finite at 0.
 
     Returns:
         Scalar tensor, dtype/device of ``X``; differentiable with respect to ``X``.
@@ -603,5 +605,5 @@ def spherical_sliced_wasserstein_to_uniform(
     cdt = _compute_dtype(out_dtype)
     Xc = X.to(cdt)
     U = _sphere_projections(Xc, n_projections, seed, projections, cdt)
-    w = w2_unif_circle(projection_sphere_to_circle(Xc, U))
-    return w.mean().clamp_min(0).sqrt().to(out_dtype)
+    w = w2_unif_circle(projection_sphere_to_circle(Xc, U)).mean().clamp_min(0)
+    return (w if squared else w.sqrt()).to(out_dtype)

@@ -18,6 +18,7 @@ from geossl.errors import GeosslError
 from geossl.eval.features import extract_features
 from geossl.eval.knn import knn_classify
 from geossl.eval.monitors import per_dim_std, rankme
+from geossl.geometry.mst import intrinsic_dim_mst
 from geossl.eval.online import OnlineLinearProbe
 from geossl.methods.regularizers import build_regularizer
 from geossl.methods.registry import get_method
@@ -147,6 +148,8 @@ class PretrainModule(L.LightningModule):
         knn = knn_classify(bank_f, bank_y, test_f, test_y, k=self.config.knn_k, temperature=self.config.knn_temperature)
         self.log("val/knn_top1", float(knn["top1"]), prog_bar=True)
         self.log("val/rankme", rankme(test_f))
+        # Intrinsic dimension of the features from MST growth (Steele 1988), the T-REGS paper's diagnostic
+        self.log("val/mst_dim", intrinsic_dim_mst(test_f[:2048].float()) if len(test_f) >= 16 else float("nan"))
         if self.probe is not None:
             logits = self.probe.linear(test_f.to(self.device))
             acc = (logits.argmax(1).cpu() == test_y).float().mean().item() * 100

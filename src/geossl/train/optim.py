@@ -33,6 +33,9 @@ class LARS(torch.optim.Optimizer):
         weight_decay: L2 penalty added to the gradient before the trust ratio.
         trust_coefficient: η.
         eps: guards the ratio against zero norms.
+        clip_lr: NVIDIA LARC's "clipping" mode (solo-learn's ``clip_lr``): each layer's learning rate is
+            ``min(lr, η‖w‖/‖g + λw‖)`` instead of the default "scaling" mode ``lr · η‖w‖/‖g + λw‖`` (the LARS paper,
+            SimCLR and BYOL). The two agree only at lr = 1; for lr < 1 clipping takes larger steps.
     """
 
     def __init__(
@@ -43,8 +46,10 @@ class LARS(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         trust_coefficient: float = 0.02,
         eps: float = 1e-8,
+        clip_lr: bool = False,
     ) -> None:
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, eps=eps, lars_exclude=False)
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, eps=eps,
+                        lars_exclude=False, clip_lr=clip_lr)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -67,6 +72,9 @@ class LARS(torch.optim.Optimizer):
                         group["trust_coefficient"] * w_norm / (g_norm + group["eps"]),
                         torch.ones_like(w_norm),
                     )
+                    if group["clip_lr"]:
+                        # LARC clipping: the layer's lr is min(ratio, lr), i.e. lr times min(ratio / lr, 1)
+                        ratio = torch.clamp(ratio / group["lr"], max=1.0) if group["lr"] > 0 else ratio
                     grad = grad * ratio
                 state = self.state[p]
                 if "momentum_buffer" not in state:

@@ -1,0 +1,118 @@
+"""The EuroSAT pretraining protocol shared by ``zoo_eurosat.py`` and ``transport_ssl_eurosat.py``.
+
+EuroSAT RGB, 64x64, stratified 60/20/20 split with seed 0 (16,200 / 5,400 / 5,400); ResNet-18 with the standard stem;
+each method with its defaults (views, heads, optimiser); epochs sized from timed steps so that pretraining takes at most
+a given number of minutes; the frozen backbone evaluated on the test split by kNN (cosine, k=20, T=0.07, bank = train)
+and an L-BFGS linear probe, next to the same architecture with random weights. Rows accumulate in a JSON file, one
+per key, each naming the commit it ran on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import REPO, RESULTS, commit
+
+from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment
+from geossl.methods.registry import METHODS
+from geossl.methods.regularizers import build_regularizer
+from geossl.nn import build_backbone
+from geossl.train.config import PretrainConfig
+from geossl.train.evaluate import evaluate_checkpoint
+from geossl.train.run import pretrain
+
+RUNS = REPO / "benchmarks" / "runs"
+
+
+def method_and_views(name: str | type, data, method_args: dict | None = None, image_size: int | None = None):
+    """A fresh method (channels-last, ResNet-18, seeded) and the augmentation producing its default views.
+
+    Args:
+        name: registered method name, or a method class (e.g. a lightly-based variant).
+        data: the loaded data (bands, statistics).
+        method_args: overrides of the method's defaults.
+        image_size: side of the images the views are made for (default: the data's).
+    """
+    cls = METHODS[name] if isinstance(name, str) else name
+    norm = Normalization(data.mean, data.std, data.value_scale)
+    views = cls.default_views(image_size or data.image_size[0], True)
+    augment = MultiViewAugment([ViewAugment(v, norm, data.is_rgb) for v in views])
+    torch.manual_seed(0)
+    method = cls(build_backbone("resnet18", data.num_bands), **{**cls.defaults, **(method_args or {})})
+    return method.to(memory_format=torch.channels_last), augment
+
+
+def train_step_seconds(name: str, data, batch_size: int, method_args: dict | None = None, regularizer: str | None = None,
+                       n_steps: int = 4) -> float:
+    """Median time of a full training step (views, forward, backward, optimiser step, EMA update), first step excluded."""
+    method, augment = method_and_views(name, data, method_args)
+    reg = build_regularizer(regularizer) if regularizer else None
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4)
+    x = torch.stack([data.train[i][0] for i in range(batch_size)])
+    times = []
+    for i in range(n_steps):
+        t = time.perf_counter()
+        opt.zero_grad()
+        out = method.training_step([v.contiguous(memory_format=torch.channels_last) for v in augment(x)])
+        loss = out.loss + (sum(reg(z) for z in out.branches) if reg is not None else 0)
+        loss.backward()
+        opt.step()
+        method.on_optimizer_step(i + 1, 100)
+        if i > 0:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: int, seed: int, epochs: int | None = None,
+            method_args: dict | None = None, regularizer: str | None = None, tag: str | None = None) -> dict[str, Any]:
+    """Pretrain ``name`` within the budget, evaluate it and its random-init twin, and return the table row."""
+    step_s = train_step_seconds(name, data, batch_size, method_args, regularizer)
+    epoch_s = step_s * (len(data.train) // batch_size)
+    # 8% of the budget is kept for the online kNN evaluations and checkpoints
+    epochs = epochs or max(1, math.floor(0.92 * budget_min * 60 / epoch_s))
+    label = tag or name
+    print(f"{label}: ~{epoch_s:.0f} s per epoch -> {epochs} epochs in {budget_min} min", flush=True)
+    run_dir = RUNS / f"{label}-{epochs}ep-seed{seed}"
+    config = PretrainConfig(method=name, method_args=method_args or {}, data=data_path, epochs=epochs, batch_size=batch_size,
+                            seed=seed, run_dir=str(run_dir), knn_bank_size=5000, online_eval_every=max(1, epochs // 4),
+                            progress=False, regularizer=regularizer)
+    t = time.perf_counter()
+    result = pretrain(config, data=data)
+    wall = time.perf_counter() - t
+    ev = evaluate_checkpoint(run_dir, with_baseline=True, prefer="last", plots=False)
+    print(ev.table)
+
+    def top1(random_init: bool, protocol: str) -> float:
+        return next(float(r["top1"]) for r in ev.rows if r["protocol"].startswith(protocol) and (r["encoder"] == "random init") == random_init)
+
+    return {
+        "method": label,
+        "epochs": epochs,
+        "train min": wall / 60,
+        "kNN top-1": top1(False, "knn"),
+        "linear top-1": top1(False, "linear"),
+        "kNN gain vs random": top1(False, "knn") - top1(True, "knn"),
+        "img/s (step)": batch_size / step_s,
+        "peak RSS GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "final loss": float(result.metrics.get("train/loss", float("nan"))),
+        "seed": seed,
+        "commit": commit(),
+        "random kNN": top1(True, "knn"),
+        "random linear": top1(True, "linear"),
+    }
+
+
+def accumulate(json_name: str, row: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Rows of ``results/JSON_NAME.json`` by method label, with ``row`` added or replaced."""
+    path: Path = RESULTS / f"{json_name}.json"
+    rows = {r["method"]: r for r in json.loads(path.read_text())["rows"]} if path.exists() else {}
+    if row is not None:
+        rows[row["method"]] = row
+    return rows

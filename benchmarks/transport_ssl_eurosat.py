@@ -1,0 +1,145 @@
+"""The transport and geometry SSL methods on EuroSAT, next to the classics; and the cost of their extra terms.
+
+Two parts:
+
+- ``--timing``: forward+backward time of the uniformity terms, SSW-SSL's SSW₂² against the Wang–Isola pairwise term
+  (and SW-SSL's exact sliced W₂²), on embeddings of batch 512 and 4096 (d = 3, the thesis' S², and d = 128); and the
+  share of T-REGS' minimum-spanning-tree search in a full ResNet-18 training step. Written to
+  ``results/transport_ssl_timing.{md,json}``.
+- ``--method NAME [--regularizer t-reg]``: one accuracy row under the protocol of ``zoo_eurosat.py`` (see
+  ``_protocol.py``), accumulated in ``results/transport_ssl_eurosat.{md,json}``; the rows of simclr, byol and
+  barlow-twins are taken from ``zoo_eurosat.json`` when they exist there.
+
+Usage:
+    python benchmarks/transport_ssl_eurosat.py --timing
+    python benchmarks/transport_ssl_eurosat.py --method ssw [--budget-min 40]
+    python benchmarks/transport_ssl_eurosat.py --method byol --regularizer t-reg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from _common import RESULTS, SHARED_DATA, write_results
+from _protocol import accumulate, method_and_views, run_row
+
+from geossl.data import load_data
+from geossl.geometry.mst import mst_edges
+from geossl.losses.uniformity import (
+    ssw_uniformity,
+    sw_uniformity,
+    wang_isola_uniformity,
+)
+from geossl.methods.registry import METHODS
+
+ORDER = ["simclr", "byol", "barlow-twins", "bam", "ssw", "sw", "uniformity", "t-regs", "byol+t-reg", "barlow-twins+t-reg",
+         "ot-feature", "ot-sample", "dense-ot"]
+CLASSICS = ("simclr", "byol", "barlow-twins")
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def uniformity_timing(repeats: int) -> list[dict]:
+    rows = []
+    terms = {
+        "Wang–Isola (pairwise)": lambda z: wang_isola_uniformity(z),
+        "SSW₂², L=10": lambda z: ssw_uniformity(z, 10),
+        "SW₂² exact, L=10": lambda z: sw_uniformity(z, 10),
+    }
+    for d in (3, 128):
+        for n in (512, 4096):
+            z0 = F.normalize(torch.randn(n, d), dim=1)
+            base = None
+            for label, term in terms.items():
+                def step() -> None:
+                    z = z0.clone().requires_grad_(True)
+                    term(F.normalize(z, dim=1)).backward()
+
+                s = _median_seconds(step, repeats)
+                base = base or s
+                rows.append({"term": label, "d": d, "batch": n, "ms (fwd+bwd)": 1e3 * s, "speed-up vs pairwise": base / s})
+    return rows
+
+
+def mst_share(data, batch_size: int, repeats: int) -> dict:
+    """Time of the two MST searches of a T-REGS step against the whole step (views, forward, backward, update)."""
+    method, augment = method_and_views("t-regs", data)
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4)
+    x = torch.stack([data.train[i][0] for i in range(batch_size)])
+
+    def full() -> None:
+        opt.zero_grad()
+        method.training_step([v.contiguous(memory_format=torch.channels_last) for v in augment(x)]).loss.backward()
+        opt.step()
+
+    with torch.no_grad():
+        z = method.projector(method.backbone(torch.cat(augment(x)))).chunk(2)
+    step_s = _median_seconds(full, repeats)
+    mst_s = _median_seconds(lambda: [mst_edges(v) for v in z], repeats * 3)
+    return {"batch": batch_size, "embedding dim": z[0].shape[1], "step s": step_s, "MST search s (2 views)": mst_s,
+            "MST share %": 100 * mst_s / step_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--timing", action="store_true", help="time the uniformity terms and the MST search")
+    parser.add_argument("--method", choices=sorted(METHODS))
+    parser.add_argument("--regularizer", default=None, help="e.g. t-reg (added to every view's embeddings)")
+    parser.add_argument("--data", default=str(SHARED_DATA / "EuroSAT_RGB"))
+    parser.add_argument("--budget-min", type=float, default=40.0)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if not args.timing and not args.method:
+        parser.error("give --timing or --method NAME")
+    data = load_data(args.data, split=(0.6, 0.2, 0.2), seed=0)
+
+    if args.timing:
+        rows = uniformity_timing(args.repeats)
+        share = mst_share(data, args.batch_size, max(2, args.repeats // 2))
+        notes = (
+            "Forward+backward of the uniformity term alone on normalised embeddings (float32, medians of "
+            f"{args.repeats}). T-REGS at batch {share['batch']}, embedding dim {share['embedding dim']}: a full ResNet-18 step "
+            f"takes {share['step s']:.2f} s, of which the two MST searches (dense distances + NumPy Prim, no gradient) take "
+            f"{share['MST search s (2 views)'] * 1e3:.1f} ms ({share['MST share %']:.2f}%)."
+        )
+        write_results("transport_ssl_timing", "Cost of the uniformity terms and of T-REG's MST", rows,
+                      ["term", "d", "batch", "ms (fwd+bwd)", "speed-up vs pairwise"], notes, extra={"mst": share})
+
+    if args.method:
+        label = args.method + (f"+{args.regularizer}" if args.regularizer else "")
+        row = run_row(args.method, data, args.data, budget_min=args.budget_min, batch_size=args.batch_size, seed=args.seed,
+                      epochs=args.epochs, regularizer=args.regularizer, tag=label)
+        rows = accumulate("transport_ssl_eurosat", row)
+        zoo = RESULTS / "zoo_eurosat.json"
+        if zoo.exists():
+            for r in json.loads(zoo.read_text())["rows"]:
+                if r["method"] in CLASSICS:
+                    rows.setdefault(r["method"], {**r, "commit": f"{r['commit']} (zoo_eurosat)"})
+        ordered = [rows[m] for m in ORDER if m in rows] + [r for m, r in sorted(rows.items()) if m not in ORDER]
+        notes = (
+            f"EuroSAT RGB, {data.split_description}; test split. Protocol of zoo_eurosat.py (ResNet-18, 64 px, batch "
+            f"{args.batch_size}, about {args.budget_min:.0f} min of 2 CPU cores per row, method defaults). Random init: kNN "
+            f"{row['random kNN']:.2f}, linear {row['random linear']:.2f}. Rows accumulate over sessions; each names its commit."
+        )
+        write_results("transport_ssl_eurosat", "Transport and geometry SSL methods on EuroSAT (CPU budget)", ordered,
+                      ["method", "epochs", "train min", "kNN top-1", "linear top-1", "kNN gain vs random", "img/s (step)", "seed", "commit"], notes)
+
+
+if __name__ == "__main__":
+    main()

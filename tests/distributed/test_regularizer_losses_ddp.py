@@ -1,0 +1,100 @@
+"""T-REG, T-REGS, SSW-SSL, SW-SSL and Wang–Isola on two CPU processes (gloo) with half the batch each: the MSTs and the
+uniformity terms see the global batch, and the loss (mean over processes) and the DDP-averaged gradients equal one
+process with the whole batch (float64, 1e-10)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from geossl.losses.treg import TREG, TREGSLoss
+from geossl.losses.uniformity import (
+    AlignUniformLoss,
+    SSWUniformityLoss,
+    SWUniformityLoss,
+)
+
+from ..conftest import gloo_store
+
+pytestmark = pytest.mark.distributed
+
+N, D_IN, D_OUT = 8, 6, 5
+
+#: name -> loss of the two views' embeddings
+LOSSES = {
+    "t-reg": lambda: (lambda a, b: TREG(gamma=1.0, lam=0.1)(a) + TREG(gamma=1.0, lam=0.1)(b)),
+    "t-regs": lambda: TREGSLoss(beta=10.0, gamma=0.2, lam=0.01),
+    # the slices are seeded, hence the same on both processes
+    "ssw": lambda: (lambda a, b: SSWUniformityLoss(lam=20.0, seed=3)(F.normalize(a, dim=1), F.normalize(b, dim=1))),
+    "sw": lambda: (lambda a, b: SWUniformityLoss(lam=1.0, seed=3)(F.normalize(a, dim=1), F.normalize(b, dim=1))),
+    "uniformity": lambda: (lambda a, b: AlignUniformLoss()(F.normalize(a, dim=1), F.normalize(b, dim=1))),
+}
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(N, D_IN, generator=g, dtype=torch.float64), torch.randn(N, D_IN, generator=g, dtype=torch.float64)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Linear(D_IN, D_OUT).double()
+
+
+def _single_process(name: str) -> tuple[float, torch.Tensor, torch.Tensor]:
+    x_a, x_b = _data()
+    model = _model()
+    loss = LOSSES[name]()(model(x_a), model(x_b))
+    loss.backward()
+    return loss.item(), model.weight.grad.clone(), model.bias.grad.clone()
+
+
+def _worker(rank: int, world: int, store: str, out: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        x_a, x_b = _data()
+        local = slice(rank * N // world, (rank + 1) * N // world)
+        for name, make in LOSSES.items():
+            model = nn.parallel.DistributedDataParallel(_model())
+            loss = make()(model(x_a[local]), model(x_b[local]))
+            loss.backward()
+            losses = [torch.zeros((), dtype=torch.float64) for _ in range(world)]
+            dist.all_gather(losses, loss.detach())
+            if rank == 0:
+                out[name] = ([x.item() for x in losses], model.module.weight.grad.clone(), model.module.bias.grad.clone())
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_process_results() -> dict:
+    out = mp.Manager().dict()
+    mp.spawn(_worker, args=(2, gloo_store(), out), nprocs=2, join=True)
+    return dict(out)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_two_process_loss_and_gradients_equal_single_process(two_process_results, name):
+    losses, grad_w, grad_b = two_process_results[name]
+    loss, ref_w, ref_b = _single_process(name)
+    # T-REG is the same global value on both ranks; invariance/alignment terms are per-rank means that DDP averages
+    assert sum(losses) / len(losses) == pytest.approx(loss, abs=1e-10)
+    if name == "t-reg":
+        assert losses[0] == pytest.approx(losses[1], abs=1e-12)
+    assert torch.allclose(grad_w, ref_w, rtol=0, atol=1e-10)
+    assert torch.allclose(grad_b, ref_b, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_terms_of_the_halves_differ_from_the_whole(name):
+    """The test above can fail: per-process MSTs and uniformity terms (no gather) do not give the global loss."""
+    x_a, x_b = _data()
+    model = _model()
+    with torch.no_grad():
+        whole = float(LOSSES[name]()(model(x_a), model(x_b)))
+        halves = [float(LOSSES[name]()(model(x_a[s]), model(x_b[s]))) for s in (slice(0, N // 2), slice(N // 2, N))]
+    assert abs(whole - sum(halves) / 2) > 1e-3
