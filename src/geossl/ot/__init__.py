@@ -19,6 +19,7 @@ from geossl.ot.sliced import (
     wasserstein_1d,
     wasserstein_circle,
 )
+from geossl.ot.sphere_uniform import sliced_wasserstein_to_uniform_sphere
 from geossl.ot.unbalanced import sinkhorn_unbalanced, sinkhorn_unbalanced2
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "sliced_wasserstein",
     "spherical_sliced_wasserstein",
     "spherical_sliced_wasserstein_to_uniform",
+    "sliced_wasserstein_to_uniform_sphere",
     "wasserstein_1d",
     "wasserstein_circle",
 ]
