@@ -39,6 +39,7 @@ SMALL_HEADS = {
     "ssw": {"hidden_dim": 64},
     "sw": {"hidden_dim": 64},
     "uniformity": {"hidden_dim": 64},
+    "bam": {"hidden_dim": 64, "projection_dim": 32},
 }
 
 

@@ -1,5 +1,6 @@
 """Losses as ``nn.Module`` s (with functional twins), usable in a plain PyTorch loop."""
 
+from geossl.losses.bam import BAMLoss
 from geossl.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
 from geossl.losses.contrastive import NTXentLoss, info_nce, nt_xent
 from geossl.losses.dense_ot import (
@@ -41,6 +42,7 @@ from geossl.losses.vicreg import VICRegLoss, vicreg_loss
 __all__ = [
     "TREG",
     "AlignUniformLoss",
+    "BAMLoss",
     "BarlowTwinsLoss",
     "COOTLoss",
     "DINOLoss",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from geossl.errors import unknown_name_error
 from geossl.methods.base import Method
+from geossl.methods.bam import BAM
 from geossl.methods.barlow_twins import BarlowTwins
 from geossl.methods.byol import BYOL
 from geossl.methods.dense_ot import DenseOT
@@ -37,6 +38,7 @@ METHODS: dict[str, type[Method]] = {
     SSWSSL.name: SSWSSL,
     SWSSL.name: SWSSL,
     WangIsola.name: WangIsola,
+    BAM.name: BAM,
 }
 
 
