@@ -1,4 +1,4 @@
-"""The ``geossl`` command line: pretrain, evaluate, embed, info.
+"""The ``geossl`` command line: pretrain, evaluate, report, compare, embed, info.
 
 Every error caused by the user's input prints one line (``error: ...``) on stderr and exits with
 code 2; no traceback.
@@ -147,37 +147,122 @@ def pretrain(
     typer.echo(f"next: geossl evaluate {result.run_dir} --protocol knn,linear")
 
 
+def _parse_ints(text: str | None, option: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise GeosslError(f"{option} expects comma-separated integers like 10,20,100,200, got '{text}'") from None
+
+
 @app.command()
 @_user_errors
 def evaluate(
-    path: str = typer.Argument(..., help="Run directory or checkpoint file."),
+    path: Optional[str] = typer.Argument(None, help="Run directory or checkpoint file (or use --features)."),
+    protocol: str = typer.Option(
+        "knn,linear", "--protocol", "-p",
+        help="Comma-separated: knn, linear, fewshot, clustering, retrieval, hierarchy, representation."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Evaluate on this dataset (default: the run's)."),
     root: Optional[str] = typer.Option(None, help="Root of torchvision datasets."),
     train_data: Optional[str] = typer.Option(None, help="Explicit training folder (fits the probe / kNN bank)."),
     test_data: Optional[str] = typer.Option(None, help="Explicit test folder."),
-    protocol: str = typer.Option("knn,linear", "--protocol", "-p", help="Comma-separated: knn, linear."),
-    k: int = typer.Option(20, help="Neighbours of the kNN classifier."),
-    temperature: float = typer.Option(0.07, help="Temperature of the kNN vote."),
+    features: Optional[Path] = typer.Option(None, "--features", help="Evaluate these (N, D) .npy features instead of a run."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="(N,) .npy labels of --features (default: FEATURES.labels.npy)."),
+    test_features: Optional[Path] = typer.Option(None, "--test-features", help="Test features .npy (default: a stratified split of --features)."),
+    test_labels: Optional[Path] = typer.Option(None, "--test-labels", help="Test labels .npy (default: TEST.labels.npy)."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Test share of the seeded stratified split of --features."),
+    k: int = typer.Option(20, help="Neighbours of the kNN classifier (see --knn-k for a sweep)."),
+    temperature: float = typer.Option(0.07, help="Temperature of the kNN vote (see --knn-t for a sweep)."),
+    knn_k: Optional[str] = typer.Option(None, "--knn-k", help="kNN sweep over k, e.g. 10,20,100,200."),
+    knn_t: Optional[str] = typer.Option(None, "--knn-t", help="kNN sweep over the temperature, e.g. 0.02,0.07."),
+    knn_backend: str = typer.Option("auto", "--knn-backend", help="Neighbour search: auto (faiss when installed), torch or faiss; identical results."),
+    label_fraction: Optional[str] = typer.Option(None, "--label-fraction", help="Linear probe on stratified label subsets, e.g. 0.01,0.1 (default 1)."),
+    n_way: int = typer.Option(5, "--n-way", help="Few-shot: classes per episode."),
+    shots: str = typer.Option("1,5", "--shots", help="Few-shot: support samples per class, comma-separated."),
+    queries: int = typer.Option(15, "--queries", help="Few-shot: query samples per class."),
+    episodes: int = typer.Option(600, "--episodes", help="Few-shot: number of episodes."),
+    fewshot_head: str = typer.Option("prototype", "--fewshot-head", help="Few-shot classifier: prototype or logistic."),
+    transform: Optional[str] = typer.Option(None, "--transform", help="'sot': self-optimal-transport features for fewshot and clustering."),
+    hierarchy: Optional[Path] = typer.Option(None, "--hierarchy", help="Class hierarchy YAML/JSON (default: the packaged EuroSAT one when the classes match)."),
     random_init: bool = typer.Option(False, "--random-init", help="Evaluate a randomly initialised encoder of the same architecture instead."),
     with_baseline: bool = typer.Option(False, "--with-baseline", help="Also evaluate the random-init encoder, side by side."),
     checkpoint: str = typer.Option("best", help="In a run directory: best or last checkpoint."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report directory (default: inside the run directory)."),
     batch_size: int = typer.Option(256, help="Batch size of feature extraction."),
-    seed: int = typer.Option(0, help="Seed (random init, probe)."),
+    seed: int = typer.Option(0, help="Seed (random init, probe, label subsets, episodes, k-means, split)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the plots."),
 ) -> None:
-    """Evaluate frozen features: kNN and linear probe; prints a table and writes report.md."""
-    _quiet_lightning()
-    from geossl.train.evaluate import evaluate_checkpoint
+    """Evaluate frozen features with any protocol; prints the results and writes report.md, results.json/csv and plots."""
+    from geossl.train.evaluate import EvalOptions, evaluate_checkpoint, evaluate_features, parse_protocols
 
-    protocols = [p.strip() for p in protocol.split(",") if p.strip()]
-    result = evaluate_checkpoint(
-        path, data=data, root=root, train_data=train_data, test_data=test_data, protocols=protocols,
-        k=k, temperature=temperature, random_init=random_init, with_baseline=with_baseline, prefer=checkpoint,
-        out_dir=out, batch_size=batch_size, seed=seed, plots=not no_plots,
+    protocols = parse_protocols(protocol)
+    options = EvalOptions(
+        knn_k=_parse_ints(knn_k, "--knn-k") or [k],
+        knn_t=_parse_floats(knn_t, "--knn-t") or [temperature],
+        knn_backend=knn_backend,
+        label_fractions=_parse_floats(label_fraction, "--label-fraction") or [1.0],
+        n_way=n_way, shots=_parse_ints(shots, "--shots") or [], n_query=queries, episodes=episodes,
+        fewshot_head=fewshot_head, transform=transform, hierarchy=hierarchy, seed=seed,
     )
+    if features is not None:
+        if path is not None:
+            raise GeosslError("pass either a run directory or --features, not both")
+        run_only = [name for name, v in (("--data", data), ("--train-data", train_data), ("--test-data", test_data))
+                    if v is not None] + (["--random-init"] if random_init else []) + (["--with-baseline"] if with_baseline else [])
+        if run_only:
+            raise GeosslError(f"{', '.join(run_only)} need a run directory; with --features the features are the data")
+        result = evaluate_features(
+            features, labels, test_features=test_features, test_labels=test_labels, protocols=protocols,
+            options=options, test_fraction=test_fraction, out_dir=out, seed=seed, plots=not no_plots,
+        )
+    else:
+        if path is None:
+            raise GeosslError("pass a run directory (or checkpoint), or --features FEATURES.npy")
+        feature_only = [name for name, v in (("--labels", labels), ("--test-features", test_features),
+                                             ("--test-labels", test_labels)) if v is not None]
+        if feature_only:
+            raise GeosslError(f"{', '.join(feature_only)} go with --features FEATURES.npy")
+        _quiet_lightning()
+        result = evaluate_checkpoint(
+            path, data=data, root=root, train_data=train_data, test_data=test_data, protocols=protocols,
+            options=options, random_init=random_init, with_baseline=with_baseline, prefer=checkpoint,
+            out_dir=out, batch_size=batch_size, seed=seed, plots=not no_plots,
+        )
     typer.echo(result.table)
     typer.echo(f"report: {result.report}")
+
+
+@app.command()
+@_user_errors
+def report(
+    path: str = typer.Argument(..., help="Run directory or evaluation folder (written by geossl evaluate)."),
+) -> None:
+    """Assemble report.md and a self-contained report.html (images inline) from what evaluate wrote."""
+    from geossl.eval.report import assemble_report
+
+    md, page = assemble_report(path)
+    typer.echo(f"wrote {md}")
+    typer.echo(f"wrote {page}")
+
+
+@app.command()
+@_user_errors
+def compare(
+    paths: list[str] = typer.Argument(..., help="Run directories or evaluation folders, one column each."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the table to this Markdown file."),
+) -> None:
+    """Side-by-side table of evaluations: one column per run, one row per protocol and metric."""
+    from geossl.eval.report import compare_results
+
+    table = compare_results(paths)
+    typer.echo(table)
+    if out is not None:
+        if out.suffix.lower() not in (".md", ".markdown"):
+            raise GeosslError(f"--out must be a Markdown file ending in .md, got {out}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table + "\n", encoding="utf-8")
+        typer.echo(f"wrote {out}")
 
 
 @app.command()

@@ -34,12 +34,25 @@ from geossl.eval.hierarchy import (
     load_hierarchy,
     mistake_severity,
 )
-from geossl.eval.knn import knn_classify, knn_predict
-from geossl.eval.linear import linear_probe, stratified_split
+from geossl.eval.knn import knn_classify, knn_predict, knn_sweep
+from geossl.eval.linear import linear_probe, stratified_split, stratified_subset
 from geossl.eval.monitors import collapse_warnings, mean_pairwise_cosine, per_dim_std, rankme
 from geossl.eval.online import OnlineLinearProbe, knn_accuracy_on_split
-from geossl.eval.plots import plot_confusion_matrix, plot_embedding_2d, plot_loss_curve
-from geossl.eval.report import format_results_table, rich_results_table, write_report
+from geossl.eval.plots import (
+    plot_confusion_matrix,
+    plot_embedding_2d,
+    plot_knn_vs_k,
+    plot_loss_curve,
+    plot_per_class_accuracy,
+)
+from geossl.eval.report import (
+    assemble_report,
+    compare_results,
+    format_results_table,
+    format_tidy_results,
+    rich_results_table,
+    write_report,
+)
 from geossl.eval.representation import alignment, effective_rank, uniformity
 from geossl.eval.retrieval import nearest_neighbors, retrieval_metrics
 
@@ -52,16 +65,19 @@ __all__ = [
     "OnlineLinearProbe",
     "accuracy_at_height",
     "adjusted_rand_index",
+    "assemble_report",
     "alignment",
     "average_hierarchical_cost",
     "clustering_accuracy",
     "collapse_warnings",
+    "compare_results",
     "contingency_matrix",
     "effective_rank",
     "eurosat_hierarchy",
     "evaluate_fewshot",
     "extract_features",
     "format_results_table",
+    "format_tidy_results",
     "hierarchical_distance_at_k",
     "hierarchical_metrics",
     "kmeans",
@@ -69,6 +85,7 @@ __all__ = [
     "knn_accuracy_on_split",
     "knn_classify",
     "knn_predict",
+    "knn_sweep",
     "linear_probe",
     "load_hierarchy",
     "logistic_logits",
@@ -79,7 +96,9 @@ __all__ = [
     "per_dim_std",
     "plot_confusion_matrix",
     "plot_embedding_2d",
+    "plot_knn_vs_k",
     "plot_loss_curve",
+    "plot_per_class_accuracy",
     "prototype_logits",
     "purity",
     "rankme",
@@ -90,6 +109,7 @@ __all__ = [
     "silhouette",
     "sot_episode",
     "stratified_split",
+    "stratified_subset",
     "uniformity",
     "write_report",
 ]

@@ -13,15 +13,23 @@ Returned scores are normalised to sum to one per query and computed as ``exp((s 
 class score of a query by the same positive constant, so predictions and top-5 are exactly those of the formula above,
 while small temperatures (T = 0.01 gives exp(100), beyond float32) cannot overflow.
 
-Determinism: the similarity matrix is processed in query chunks with ``torch.topk``; when several bank entries tie
-with the k-th similarity and not all of them fit, the ones with the smallest class index are taken. That rule depends
-only on (similarity, label) pairs, so permuting the bank cannot change the scores (duplicated features, the usual
-source of exact ties, get bit-identical similarities). Ties between class scores go to the smallest class index.
-Different chunk sizes may use different matmul kernels, which changes scores only at float rounding level (~1e-7).
+Neighbour search and determinism: candidates are found in float32, by blockwise ``torch.topk`` over query chunks or
+by a faiss flat index (``backend="faiss"``; ``"auto"`` uses faiss when it is installed and the features are on the
+CPU), with a margin of :data:`RERANK_MARGIN` extra candidates; they are then re-ranked with similarities recomputed
+exactly in float64, element by element, and ordered by similarity, ties going to the smaller class label. The vote uses
+these float64 similarities. Both backends therefore give identical scores and predictions (tested; asserted on
+EuroSAT by ``benchmarks/eval_speed.py``). The tie rule depends only on (similarity, label) pairs, and a bank row gets
+bit-identical similarities wherever it sits, so permuting the bank cannot change the result; when the tie group of
+the k-th neighbour reaches past the candidates (many exact duplicates), that query is re-ranked against the whole
+bank. Ties between class scores go to the smallest class index.
+
+A sweep over k and T (:func:`knn_sweep`) searches the neighbours once for the largest k: the canonical order makes the
+k nearest a prefix of the k_max nearest, so every (k, T) cell equals a separate :func:`knn_classify` call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -40,35 +48,160 @@ from geossl.eval._checks import (
 )
 
 Metric = Literal["cosine", "euclidean"]
+Backend = Literal["torch", "faiss", "auto"]
 _METRICS = ("cosine", "euclidean")
+_BACKENDS = ("torch", "faiss", "auto")
+#: Extra float32 candidates per query re-ranked in float64; covers float32 near-ties at the k-th neighbour.
+RERANK_MARGIN = 8
+#: Elements of a float64 (queries, candidates, D) block of the re-ranking (32 MiB).
+_RERANK_BLOCK = 4_000_000
 
 
-def _similarity(queries: Tensor, bank: Tensor, metric: str) -> Tensor:
-    """Similarity (m, N) between queries (m, D) and bank (N, D); both pre-normalised for cosine."""
+def _faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device | None = None) -> str:
+    """``"torch"`` or ``"faiss"`` for a requested backend (``"auto"``: faiss when installed and on the CPU)."""
+    if backend not in _BACKENDS:
+        raise unknown_name_error("backend", str(backend), _BACKENDS)
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    if backend == "faiss":
+        if not _faiss_available():
+            raise GeosslError("backend='faiss' needs faiss; install faiss-cpu or use backend='torch'.")
+        return "faiss"
+    if backend == "auto" and on_cpu and _faiss_available():
+        return "faiss"
+    return "torch"
+
+
+def _candidates(queries: Tensor, bank: Tensor, kc: int, metric: str, backend: str, chunk_size: int) -> Tensor:
+    """Indices (M, kc) of the kc most similar bank rows per query, searched in float32 (order not used)."""
+    q32, b32 = queries.float(), bank.float()
+    if backend == "faiss":
+        import faiss
+        import numpy as np
+
+        index = faiss.IndexFlatIP(b32.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(b32.shape[1])
+        index.add(np.ascontiguousarray(b32.cpu().numpy()))
+        _, idx = index.search(np.ascontiguousarray(q32.cpu().numpy()), kc)
+        return torch.from_numpy(idx).long().to(bank.device)
+    out = torch.empty(q32.shape[0], kc, dtype=torch.long, device=bank.device)
+    b_sq = b32.pow(2).sum(dim=1)
+    for start in range(0, q32.shape[0], chunk_size):
+        q = q32[start:start + chunk_size]
+        # Larger is closer: cosine of normalised rows, or 2<q, x> - |x|^2 (= -|q - x|^2 up to a per-query constant).
+        s = q @ b32.T if metric == "cosine" else 2.0 * (q @ b32.T) - b_sq[None, :]
+        out[start:start + chunk_size] = s.topk(kc, dim=1).indices
+    return out
+
+
+def _exact_similarity(queries: Tensor, rows: Tensor, metric: str) -> Tensor:
+    """float64 similarity of each query (m, D) to its own rows (m, n, D), computed elementwise so that a bank row
+    gets bit-identical values wherever it sits (no matmul blocking)."""
     if metric == "cosine":
-        return queries @ bank.T
-    # Euclidean: similarity is the negative distance, so the vote weight is exp(-d / T) (T in distance units).
-    return -torch.cdist(queries, bank)
+        return (rows * queries[:, None, :]).sum(dim=-1)
+    return -(rows - queries[:, None, :]).pow(2).sum(dim=-1).sqrt()
 
 
-def _select_neighbours(sim: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Top-k similarities (m, k) sorted descending and the neighbours' labels (m, k), ties resolved by label.
+def _canonical_order(sims: Tensor, labels: Tensor) -> Tensor:
+    """Permutation of each row sorting by similarity descending, ties by label ascending."""
+    by_label = torch.sort(labels, dim=1, stable=True).indices
+    by_sim = torch.sort(sims.gather(1, by_label), dim=1, descending=True, stable=True).indices
+    return by_label.gather(1, by_sim)
 
-    ``torch.topk`` breaks ties arbitrarily. Rows where bank entries tied with the k-th value do not all fit are
-    recomputed so that the smallest labels win; other rows are already canonical.
+
+def knn_neighbours(
+    bank: Tensor,
+    bank_labels: Tensor,
+    queries: Tensor,
+    k: int,
+    *,
+    metric: str = "cosine",
+    backend: str = "torch",
+    chunk_size: int = 1024,
+) -> tuple[Tensor, Tensor]:
+    """The k nearest bank rows of each query in the canonical order of the module docstring.
+
+    Two stages: candidates (k + :data:`RERANK_MARGIN` per query) are searched in float32 by blockwise ``torch.topk``
+    or a faiss flat index, then re-ranked with similarities recomputed exactly in float64 and ordered by (similarity
+    descending, label ascending). A query whose k-th similarity ties with its last candidate (more exact duplicates
+    than the margin) is re-ranked against the whole bank. Both backends therefore return identical results, unless
+    more than the margin of bank rows lie within float32 rounding (~1e-7 relative) of the k-th similarity without
+    being exact duplicates.
+
+    Args:
+        bank: validated bank features (N, D) (not yet normalised).
+        bank_labels: (N,) labels on the bank's device.
+        queries: (M, D) features.
+        k: 1 <= k <= N.
+        metric: ``"cosine"`` or ``"euclidean"``.
+        backend: ``"torch"`` or ``"faiss"`` (already resolved from ``"auto"``).
+        chunk_size: queries per similarity block.
+
+    Returns:
+        ``(similarities (M, k) float64 descending, labels (M, k) long)``; similarity is the cosine or minus the
+        Euclidean distance.
     """
-    vals, idx = sim.topk(k, dim=1, largest=True, sorted=True)
-    kth = vals[:, -1:]
-    n_tied_total = (sim == kth).sum(dim=1)
-    n_tied_kept = (vals == kth).sum(dim=1)
-    nn_labels = labels[idx]
-    for r in torch.nonzero(n_tied_total > n_tied_kept).flatten().tolist():
-        above = vals[r] > kth[r]
-        tied_labels = labels[sim[r] == kth[r]]
-        need = k - int(above.sum())
-        # vals[r] is unchanged: its last `need` entries already equal the k-th value.
-        nn_labels[r] = torch.cat([nn_labels[r][above], torch.sort(tied_labels).values[:need]])
-    return vals, nn_labels
+    device = bank.device
+    b64 = bank.double()
+    q64 = queries.to(device).double()
+    if metric == "cosine":
+        b64, q64 = F.normalize(b64, dim=1), F.normalize(q64, dim=1)
+    n = b64.shape[0]
+    kc = min(n, k + RERANK_MARGIN)
+    cand = _candidates(q64, b64, kc, metric, backend, chunk_size)
+    sims = torch.empty(q64.shape[0], k, dtype=torch.float64, device=device)
+    labels = torch.empty(q64.shape[0], k, dtype=torch.long, device=device)
+    rows = max(1, _RERANK_BLOCK // max(1, kc * b64.shape[1]))
+    for start in range(0, q64.shape[0], rows):
+        c = cand[start:start + rows]
+        s = _exact_similarity(q64[start:start + rows], b64[c], metric)
+        y = bank_labels[c]
+        order = _canonical_order(s, y)[:, :k]
+        top_s, top_y = s.gather(1, order), y.gather(1, order)
+        if kc < n:  # the tie group of the k-th neighbour may continue beyond the candidates: use the whole bank
+            for r in torch.nonzero(top_s[:, -1] <= s.min(dim=1).values).flatten().tolist():
+                full = _exact_similarity(q64[start + r][None], b64[None], metric)
+                o = _canonical_order(full, bank_labels[None])[:, :k]
+                top_s[r], top_y[r] = full.gather(1, o)[0], bank_labels[o[0]]
+        sims[start:start + rows], labels[start:start + rows] = top_s, top_y
+    return sims, labels
+
+
+def _validated(train_features, train_labels, test_features, metric, chunk_size, num_classes):
+    if metric not in _METRICS:
+        raise unknown_name_error("metric", str(metric), _METRICS)
+    if chunk_size < 1:
+        raise GeosslError(f"chunk_size must be >= 1, got {chunk_size}.")
+    bank = as_features(train_features, "train_features")
+    bank_labels = as_labels(train_labels, "train_labels").to(bank.device)
+    queries = as_features(test_features, "test_features", dtype=bank.dtype)
+    check_same_length(bank, bank_labels, "train_features", "train_labels")
+    check_nonempty(bank, "train_features")
+    check_same_dim(bank, queries, "train_features", "test_features")
+    return bank, bank_labels, queries, infer_num_classes(bank_labels, num_classes=num_classes)
+
+
+def _check_k_t(k: int, temperature: float) -> None:
+    if k < 1:
+        raise GeosslError(f"k must be >= 1, got {k}.")
+    if not temperature > 0:
+        raise GeosslError(f"temperature must be > 0, got {temperature}.")
+
+
+def _vote(sims: Tensor, labels: Tensor, k: int, temperature: float, n_classes: int) -> Tensor:
+    """Normalised class scores (M, C) float32 from the first k canonical neighbours."""
+    vals, nn_labels = sims[:, :k], labels[:, :k]
+    # Shift by the best similarity (vals[:, :1]) before exp: a per-query constant factor, no overflow.
+    weights = torch.exp((vals - vals[:, :1]) / temperature)
+    scores = torch.zeros(vals.shape[0], n_classes, dtype=torch.float64, device=vals.device)
+    scores.scatter_add_(1, nn_labels, weights)
+    return (scores / scores.sum(dim=1, keepdim=True)).float()
 
 
 def knn_predict(
@@ -81,6 +214,7 @@ def knn_predict(
     metric: Metric = "cosine",
     num_classes: int | None = None,
     chunk_size: int = 1024,
+    backend: Backend = "torch",
 ) -> Tensor:
     """Weighted k-NN class scores of each query (Wu et al. 2018; DINO defaults k = 20, T = 0.07).
 
@@ -94,6 +228,8 @@ def knn_predict(
             weight exp(-d / T), so T is in units of feature distance).
         num_classes: C; defaults to ``max(train_labels) + 1``.
         chunk_size: queries per block of the (chunk, N) similarity matrix; bounds memory.
+        backend: neighbour search, ``"torch"``, ``"faiss"`` or ``"auto"``; all give identical results (see the
+            module docstring).
 
     Returns:
         Scores (M, C), float32 on the device of ``train_features``, each row summing to one (see the module docstring
@@ -101,39 +237,15 @@ def knn_predict(
 
     Raises:
         GeosslError: on mismatched lengths or dimensions, -1 or negative labels, non-finite features, k < 1, T <= 0,
-            an unknown metric or an empty bank.
+            an unknown metric or backend, faiss requested but not installed, or an empty bank.
     """
-    if metric not in _METRICS:
-        raise unknown_name_error("metric", str(metric), _METRICS)
-    if k < 1:
-        raise GeosslError(f"k must be >= 1, got {k}.")
-    if not temperature > 0:
-        raise GeosslError(f"temperature must be > 0, got {temperature}.")
-    if chunk_size < 1:
-        raise GeosslError(f"chunk_size must be >= 1, got {chunk_size}.")
-    bank = as_features(train_features, "train_features")
-    bank_labels = as_labels(train_labels, "train_labels").to(bank.device)
-    queries = as_features(test_features, "test_features", dtype=bank.dtype)
-    check_same_length(bank, bank_labels, "train_features", "train_labels")
-    check_nonempty(bank, "train_features")
-    check_same_dim(bank, queries, "train_features", "test_features")
-    n_classes = infer_num_classes(bank_labels, num_classes=num_classes)
+    _check_k_t(k, temperature)
+    bank, bank_labels, queries, n_classes = _validated(train_features, train_labels, test_features, metric,
+                                                       chunk_size, num_classes)
     k = min(k, bank.shape[0])
-
-    if metric == "cosine":
-        bank = F.normalize(bank, dim=1)
-    out = torch.empty(queries.shape[0], n_classes, dtype=torch.float32, device=bank.device)
-    for start in range(0, queries.shape[0], chunk_size):
-        q = queries[start:start + chunk_size].to(bank.device)
-        if metric == "cosine":
-            q = F.normalize(q, dim=1)
-        vals, nn_labels = _select_neighbours(_similarity(q, bank, metric), bank_labels, k)
-        # Shift by the best similarity (vals[:, :1]) before exp: a per-query constant factor, no overflow.
-        weights = torch.exp((vals.double() - vals[:, :1].double()) / temperature)
-        scores = torch.zeros(q.shape[0], n_classes, dtype=torch.float64, device=bank.device)
-        scores.scatter_add_(1, nn_labels, weights)
-        out[start:start + chunk_size] = (scores / scores.sum(dim=1, keepdim=True)).float()
-    return out
+    sims, labels = knn_neighbours(bank, bank_labels, queries, k, metric=metric,
+                                  backend=resolve_backend(backend, bank.device), chunk_size=chunk_size)
+    return _vote(sims, labels, k, temperature, n_classes)
 
 
 def knn_classify(
@@ -146,6 +258,7 @@ def knn_classify(
     temperature: float = 0.07,
     metric: Metric = "cosine",
     chunk_size: int = 1024,
+    backend: Backend = "torch",
 ) -> dict[str, Any]:
     """Weighted k-NN evaluation (Wu et al. 2018; DINO protocol of Caron et al. 2021: k = 20, T = 0.07).
 
@@ -158,25 +271,70 @@ def knn_classify(
         temperature: vote temperature T.
         metric: ``"cosine"`` or ``"euclidean"`` (see :func:`knn_predict`).
         chunk_size: queries per similarity block.
+        backend: ``"torch"``, ``"faiss"`` or ``"auto"`` (identical results).
 
     Returns:
-        ``{"top1": float, "top5": float, "predictions": Tensor (M,) long}``; accuracies in percent (0-100); top-5 is
-        computed over min(5, C) classes.
+        ``{"top1": float, "top5": float, "predictions": Tensor (M,) long, "scores": Tensor (M, C)}``; accuracies in
+        percent (0-100); top-5 is computed over min(5, C) classes.
 
     Raises:
         GeosslError: see :func:`knn_predict`; also when test features and labels differ in length.
     """
+    return knn_sweep(train_features, train_labels, test_features, test_labels, ks=(k,), temperatures=(temperature,),
+                     metric=metric, chunk_size=chunk_size, backend=backend)[0]
+
+
+def knn_sweep(
+    train_features: Tensor | Any,
+    train_labels: Tensor | Any,
+    test_features: Tensor | Any,
+    test_labels: Tensor | Any,
+    *,
+    ks: Sequence[int] = (10, 20, 100, 200),
+    temperatures: Sequence[float] = (0.07,),
+    metric: Metric = "cosine",
+    chunk_size: int = 1024,
+    backend: Backend = "torch",
+) -> list[dict[str, Any]]:
+    """k-NN accuracy for every (k, T) of a sweep (``evaluation.md`` §1), with one neighbour search for the largest k.
+
+    Args:
+        train_features, train_labels, test_features, test_labels: as :func:`knn_classify`.
+        ks: numbers of neighbours (each clamped to N).
+        temperatures: vote temperatures.
+        metric, chunk_size, backend: as :func:`knn_predict`.
+
+    Returns:
+        One dict per (T, k), T-major in the given orders: ``{"k", "temperature", "top1", "top5", "predictions",
+        "scores"}``, each identical to ``knn_classify(..., k=k, temperature=T)``; ``"k"`` is the requested k.
+    """
+    ks, temperatures = [int(k) for k in ks], [float(t) for t in temperatures]
+    if not ks or not temperatures:
+        raise GeosslError("the k-NN sweep needs at least one k and one temperature.")
+    for k in ks:
+        for t in temperatures:
+            _check_k_t(k, t)
     test_y = as_labels(test_labels, "test_labels")
     train_y = as_labels(train_labels, "train_labels")
     test_f = as_features(test_features, "test_features")
     check_same_length(test_f, test_y, "test_features", "test_labels")
-    n_classes = infer_num_classes(train_y, test_y)
-    scores = knn_predict(train_features, train_y, test_f, k=k, temperature=temperature, metric=metric,
-                         num_classes=n_classes, chunk_size=chunk_size)
-    test_y = test_y.to(scores.device)
-    return {
-        "top1": topk_accuracy(scores, test_y, 1),
-        "top5": topk_accuracy(scores, test_y, 5),
-        # argmax returns the first maximum, i.e. the smallest class index on ties.
-        "predictions": scores.argmax(dim=1).cpu(),
-    }
+    bank, bank_labels, queries, n_classes = _validated(train_features, train_y, test_f, metric, chunk_size,
+                                                       infer_num_classes(train_y, test_y))
+    k_max = min(max(ks), bank.shape[0])
+    sims, labels = knn_neighbours(bank, bank_labels, queries, k_max, metric=metric,
+                                  backend=resolve_backend(backend, bank.device), chunk_size=chunk_size)
+    test_y = test_y.to(bank.device)
+    out = []
+    for t in temperatures:
+        for k in ks:
+            scores = _vote(sims, labels, min(k, k_max), t, n_classes)
+            out.append({
+                "k": k,
+                "temperature": t,
+                "top1": topk_accuracy(scores, test_y, 1),
+                "top5": topk_accuracy(scores, test_y, 5),
+                # argmax returns the first maximum, i.e. the smallest class index on ties.
+                "predictions": scores.argmax(dim=1).cpu(),
+                "scores": scores.cpu(),
+            })
+    return out

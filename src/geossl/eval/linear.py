@@ -96,6 +96,38 @@ def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor
     return torch.nonzero(mask).flatten(), held_idx
 
 
+def stratified_subset(labels: Tensor | Any, fraction: float, seed: int = 0) -> Tensor:
+    """Seeded stratified subset of sample indices, for the limited-label probes (``evaluation.md`` §3).
+
+    Each class keeps ``max(1, round(fraction · n_c))`` of its n_c samples, drawn by a seeded permutation; the subset
+    depends only on the labels and the seed, so every method evaluated on the same data and seed sees the same
+    images. ``fraction = 1`` keeps everything.
+
+    Args:
+        labels: class indices (N,).
+        fraction: share of each class to keep, in (0, 1].
+        seed: seed of the per-class permutations.
+
+    Returns:
+        Sorted indices (n,) of the kept samples.
+
+    Raises:
+        GeosslError: when ``fraction`` is not in (0, 1].
+    """
+    if not 0.0 < float(fraction) <= 1.0:
+        raise GeosslError(f"a label fraction must be in (0, 1], e.g. 0.01 for 1 % of the labels, got {fraction}.")
+    y = as_labels(labels, "labels").cpu()
+    if fraction >= 1.0:
+        return torch.arange(y.numel())
+    gen = torch.Generator().manual_seed(seed)
+    kept = []
+    for c in torch.unique(y).tolist():
+        idx = torch.nonzero(y == c).flatten()
+        n_keep = max(1, round(float(fraction) * idx.numel()))
+        kept.append(idx[torch.randperm(idx.numel(), generator=gen)[:n_keep]])
+    return torch.sort(torch.cat(kept)).values if kept else torch.empty(0, dtype=torch.long)
+
+
 class _Standardizer:
     """Per-feature standardisation x ↦ (x − μ) / σ with the statistics of the fitted data (σ = 1 for constant
     features, which would otherwise divide by zero)."""
@@ -194,7 +226,8 @@ def linear_probe(
     Returns:
         ``{"top1", "top5"}`` test accuracies in percent, ``"predictions"`` (M,) long, ``"weight_decay"`` the chosen λ,
         ``"val_top1"`` the validation accuracy of the chosen λ in percent (``None`` when nothing was chosen), and
-        ``"per_class_accuracy"`` (C,) float64 percent with NaN for classes absent from the test set.
+        ``"per_class_accuracy"`` (C,) float64 percent with NaN for classes absent from the test set, and ``"scores"``
+        (M, C) the test logits.
 
     Raises:
         GeosslError: on mismatched lengths or dimensions, invalid labels, non-finite features, an empty split, no or
@@ -287,4 +320,5 @@ def _probe(
         "weight_decay": chosen,
         "val_top1": val_top1,
         "per_class_accuracy": _per_class_accuracy(pred, y_te, n_classes),
+        "scores": scores.detach().float(),
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,7 @@ def plot_loss_curve(metrics_csv_path: str | os.PathLike[str], out_png: str | os.
     ax.set_title("Training loss")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=9)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # steps are whole numbers
 
     if acc_cols:
         ax2 = axes[1]
@@ -137,7 +138,7 @@ def plot_loss_curve(metrics_csv_path: str | os.PathLike[str], out_png: str | os.
         ax2.set_ylabel("accuracy (%)" if top > 1.0 else "accuracy")  # some runs log fractions, geossl logs percent
         ax2.set_title("Online evaluation")
         ax2.grid(alpha=0.3)
-        ax2.legend(loc="lower right", fontsize=9)
+        ax2.legend(loc="best", fontsize=9)  # "lower right" hid rising curves of low accuracy
         ax2.xaxis.get_major_locator().set_params(integer=True)
     return _save(fig, out_png)
 
@@ -224,8 +225,9 @@ def _project_2d(x: torch.Tensor, method: str, seed: int) -> tuple[np.ndarray, st
             except ImportError as e:
                 raise GeosslError("method='tsne' needs scikit-learn; install it or use method='pca'.") from e
             # PCA to 50 dimensions first: the usual t-SNE preprocessing, much faster on wide features.
-            if x.shape[1] > 50:
-                u, s, _ = torch.pca_lowrank(x, q=50, center=True)
+            q = min(50, *x.shape)  # pca_lowrank needs q <= min(n, d): small sets keep fewer components
+            if x.shape[1] > q:
+                u, s, _ = torch.pca_lowrank(x, q=q, center=True)
                 x = u * s
             perplexity = float(min(30.0, (x.shape[0] - 1) / 3))
             xy = TSNE(n_components=2, init="pca", learning_rate="auto", perplexity=perplexity,
@@ -298,4 +300,130 @@ def plot_embedding_2d(
         ax.set_yticks([])
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9 if c <= 20 else 7, markerscale=2.5,
               frameon=False, ncol=1 if c <= 25 else 2, title="class")
+    return _save(fig, out_png)
+
+
+def plot_per_class_accuracy(
+    per_class: Mapping[str, Any],
+    class_names: Sequence[str],
+    out_png: str | os.PathLike[str],
+    *,
+    support: Any | None = None,
+) -> Path:
+    """Horizontal bar chart of the accuracy of each class (recall, %), one bar per classifier and class.
+
+    Args:
+        per_class: ``{classifier name: accuracies (C,) in percent}``, e.g. ``{"linear": ..., "knn (k=20)": ...}``;
+            NaN (a class absent from the evaluation set) is drawn as "n/a".
+        class_names: C names in class-index order (drawn top to bottom).
+        out_png: output PNG path.
+        support: optional (C,) number of evaluation samples per class, shown next to the class names.
+
+    Returns:
+        The PNG path.
+
+    Raises:
+        GeosslError: when no classifier is given or an accuracy vector does not have one entry per class.
+    """
+    names = [str(c) for c in class_names]
+    c = len(names)
+    if not per_class or c == 0:
+        raise GeosslError("plot_per_class_accuracy needs at least one classifier and one class.")
+    series = {}
+    for label, acc in per_class.items():
+        a = np.asarray(torch.as_tensor(acc).double().cpu().numpy(), dtype=float).ravel()
+        if a.shape[0] != c:
+            raise GeosslError(f"per-class accuracies of '{label}' have {a.shape[0]} entries for {c} classes; pass one "
+                              "accuracy per class.")
+        series[str(label)] = a
+    if support is not None:
+        n = np.asarray(torch.as_tensor(support).cpu().numpy()).ravel()
+        names = [f"{name} (n={int(v):,})" for name, v in zip(names, n)]
+    s = len(series)
+    bar = 0.8 / s
+    fig = Figure(figsize=(8.0, 0.25 * c * (0.6 + 0.4 * s) + 1.8), layout="constrained")
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["tab10"]
+    y0 = np.arange(c)
+    for j, (label, a) in enumerate(series.items()):
+        ys = y0 - 0.4 + bar * (j + 0.5)
+        mean = float(np.nanmean(a)) if np.isfinite(a).any() else math.nan
+        ax.barh(ys, np.nan_to_num(a, nan=0.0), height=bar * 0.92, color=cmap(j % 10),
+                label=f"{label} (mean {mean:.1f}%)")
+        if s * c <= 60:  # beyond that the numbers no longer fit next to the bars
+            for yy, v in zip(ys, a):
+                ax.text((v if np.isfinite(v) else 0.0) + 1.0, yy, f"{v:.0f}" if np.isfinite(v) else "n/a",
+                        va="center", ha="left", fontsize=7 if s > 2 or c > 20 else 8)
+    ax.set_yticks(y0, names, fontsize=9 if c <= 20 else 7)
+    ax.set_ylim(c - 0.5, -0.5)  # class 0 on top, as in the confusion matrix
+    ax.set_xlim(0, 108)
+    ax.set_xticks(range(0, 101, 20))
+    ax.set_xlabel("accuracy of the class (% of its samples)")
+    ax.set_title("Per-class accuracy")
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend(loc="outside lower center", ncol=min(s, 2), fontsize=9, frameon=False)
+    return _save(fig, out_png)
+
+
+def plot_knn_vs_k(
+    curves: Mapping[float, tuple[Sequence[int], Sequence[float]]],
+    out_png: str | os.PathLike[str],
+    *,
+    metric_name: str = "top-1",
+) -> Path:
+    """k-NN accuracy against the number of neighbours k (log scale), one line per vote temperature T.
+
+    Args:
+        curves: ``{T: (ks, accuracies in percent)}``.
+        out_png: output PNG path.
+        metric_name: label of the accuracy axis.
+
+    Returns:
+        The PNG path.
+
+    Raises:
+        GeosslError: when no curve is given or a curve's ks and accuracies differ in length.
+    """
+    if not curves:
+        raise GeosslError("plot_knn_vs_k needs at least one (ks, accuracies) curve.")
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    all_k: set[int] = set()
+    lo, hi = math.inf, -math.inf
+    best: tuple[float, int, float] | None = None
+    for j, (t, (ks, accs)) in enumerate(sorted(curves.items())):
+        ks, accs = [int(k) for k in ks], [float(a) for a in accs]
+        if len(ks) != len(accs) or not ks:
+            raise GeosslError(f"the k-NN curve for T={t} has {len(ks)} k values and {len(accs)} accuracies.")
+        order = np.argsort(ks)
+        x, y = np.array(ks)[order], np.array(accs)[order]
+        ax.plot(x, y, marker="o", ms=5, lw=1.6, label=f"T = {t:g}", color=matplotlib.colormaps["tab10"](j % 10))
+        i = int(np.argmax(y))
+        if best is None or y[i] > best[0]:
+            best = (float(y[i]), int(x[i]), float(t))
+        all_k.update(ks)
+        lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
+    ax.set_xscale("log")
+    ticks = sorted(all_k)
+    ax.set_xticks(ticks, [str(k) for k in ticks])
+    ax.minorticks_off()
+    if len(ticks) == 1:
+        ax.set_xlim(ticks[0] / 2, ticks[0] * 2)
+    else:
+        ax.set_xlim(ticks[0] / 1.25, ticks[-1] * 1.25)
+    pad = max(2.0, 0.15 * (hi - lo))
+    bottom, top = max(0.0, lo - pad), min(100.0, hi + pad)
+    top = max(top, bottom + 1.0)
+    ax.set_ylim(bottom, top + 0.04 * (top - bottom))
+    ax.set_yticks([v for v in ax.get_yticks() if bottom <= v <= min(top, 100.0)])
+    title = "k-NN accuracy against k"
+    if best is not None:  # the best cell of the sweep: a star, and its numbers in the title
+        ax.plot([best[1]], [best[0]], marker="*", ms=14, color="gold", markeredgecolor="black", zorder=5,
+                linestyle="none")
+        title += f"\nbest {metric_name} {best[0]:.2f}% at k = {best[1]}, T = {best[2]:g}"
+    ax.set_xlabel("k (neighbours)")
+    ax.set_ylabel(f"{metric_name} accuracy (%)")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(title="vote temperature", fontsize=9)
     return _save(fig, out_png)
