@@ -162,7 +162,7 @@ def evaluate(
     path: Optional[str] = typer.Argument(None, help="Run directory or checkpoint file (or use --features)."),
     protocol: str = typer.Option(
         "knn,linear", "--protocol", "-p",
-        help="Comma-separated: knn, linear, fewshot, clustering, retrieval, hierarchy, representation."),
+        help="Comma-separated: knn, linear, fewshot, clustering, retrieval, hierarchy, representation, finetune."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Evaluate on this dataset (default: the run's)."),
     root: Optional[str] = typer.Option(None, help="Root of torchvision datasets."),
     train_data: Optional[str] = typer.Option(None, help="Explicit training folder (fits the probe / kNN bank)."),
@@ -185,6 +185,8 @@ def evaluate(
     fewshot_head: str = typer.Option("prototype", "--fewshot-head", help="Few-shot classifier: prototype or logistic."),
     transform: Optional[str] = typer.Option(None, "--transform", help="'sot': self-optimal-transport features for fewshot and clustering."),
     hierarchy: Optional[Path] = typer.Option(None, "--hierarchy", help="Class hierarchy YAML/JSON (default: the packaged EuroSAT one when the classes match)."),
+    finetune_epochs: int = typer.Option(10, "--finetune-epochs", help="Epochs of the finetune protocol (whole encoder + linear head)."),
+    finetune_lr: float = typer.Option(0.01, "--finetune-lr", help="Encoder learning rate per 256 images of the finetune protocol (head: 10x)."),
     random_init: bool = typer.Option(False, "--random-init", help="Evaluate a randomly initialised encoder of the same architecture instead."),
     with_baseline: bool = typer.Option(False, "--with-baseline", help="Also evaluate the random-init encoder, side by side."),
     checkpoint: str = typer.Option("best", help="In a run directory: best or last checkpoint."),
@@ -204,6 +206,7 @@ def evaluate(
         label_fractions=_parse_floats(label_fraction, "--label-fraction") or [1.0],
         n_way=n_way, shots=_parse_ints(shots, "--shots") or [], n_query=queries, episodes=episodes,
         fewshot_head=fewshot_head, transform=transform, hierarchy=hierarchy, seed=seed,
+        finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
     )
     if features is not None:
         if path is not None:

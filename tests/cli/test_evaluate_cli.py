@@ -232,3 +232,25 @@ def test_bad_option_values(tiny_run, tmp_path):
     assert_user_error(invoke("evaluate", run, "--protocol", "fewshot", "--transform", "sto"), "unknown transform")
     assert_user_error(invoke("evaluate", run, "--features", tmp_path / "f.npy"), "either")
     assert_user_error(invoke("evaluate"), "run directory")
+
+
+def test_finetune_protocol_trains_end_to_end(tiny_run, tmp_path):
+    _, run, _ = tiny_run
+    out = tmp_path / "ft"
+    result = invoke("evaluate", run, "--protocol", "knn,finetune", "--finetune-epochs", 2, "--label-fraction", "0.5,1",
+                    "--no-plots", "--out", out)
+    assert result.exit_code == 0, result.output
+    tidy = json.loads((out / "results.json").read_text())
+    rows = tidy["results"] if isinstance(tidy, dict) else tidy
+    ft = [r for r in rows if r["protocol"] == "finetune" and r["metric"] == "top1"]
+    n_train = sorted(r["n_train"] for r in ft)
+    assert len(n_train) == 2 and 2 * n_train[0] == n_train[1]  # 50 % and 100 % of the training labels
+    assert all(0 <= r["value"] <= 100 for r in ft)
+    assert "finetune" in (out / "report.md").read_text()
+
+
+def test_finetune_needs_a_run_not_features(tmp_path):
+    np.save(tmp_path / "f.npy", np.zeros((10, 4), np.float32))
+    np.save(tmp_path / "y.npy", np.arange(10) % 2)
+    assert_user_error(invoke("evaluate", "--features", tmp_path / "f.npy", "--labels", tmp_path / "y.npy", "--protocol",
+                             "finetune"), "needs a run directory")

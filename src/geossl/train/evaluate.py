@@ -15,6 +15,7 @@ them form the one table written to results.json, results.csv and report.md.
 | retrieval | test (its own reference set) | recall@1/5/10, precision_at_1, r_precision, map_at_r in [0, 1] |
 | hierarchy | scores of the kNN / linear classifiers on test | accuracy (%), ahc, mistake_severity, hdist@k |
 | representation | test (all samples when unlabelled) | rankme, effective_rank, uniformity, per_dim_std, mean_cosine |
+| finetune | the images: train (or a label fraction), test | top1, top5 (%) of the whole encoder + linear head trained end to end |
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from geossl.eval.report import format_tidy_results, pivot_results, write_report
 from geossl.train.checkpoint import LoadedEncoder, load_encoder, random_init_like
 from geossl.train.run import data_from_config
 
-PROTOCOLS = ("knn", "linear", "fewshot", "clustering", "retrieval", "hierarchy", "representation")
+PROTOCOLS = ("knn", "linear", "fewshot", "clustering", "retrieval", "hierarchy", "representation", "finetune")
+#: Protocols that train the encoder itself (they need a run directory and the images, not features).
+END_TO_END = ("finetune",)
 #: Protocols that need no labels.
 LABEL_FREE = ("representation",)
 TRANSFORMS = ("sot",)
@@ -81,6 +84,8 @@ class EvalOptions:
     fewshot_head: str = "prototype"
     transform: str | None = None
     hierarchy: str | Path | None = None
+    finetune_epochs: int = 10
+    finetune_lr: float = 0.01
     seed: int = 0
 
     def validate(self, protocols: list[str]) -> None:
@@ -106,6 +111,8 @@ class EvalOptions:
             raise GeosslError(f"--n-way must be at least 2, got {self.n_way}")
         if not self.shots or any(s < 1 for s in self.shots) or self.n_query < 1 or self.episodes < 1:
             raise GeosslError("--shots, --queries and --episodes must be positive")
+        if self.finetune_epochs < 1 or not self.finetune_lr > 0:
+            raise GeosslError(f"--finetune-epochs must be >= 1 and --finetune-lr > 0, got {self.finetune_epochs} and {self.finetune_lr}")
         if self.fewshot_head not in ("prototype", "logistic"):
             raise unknown_name_error("few-shot head", self.fewshot_head, ("prototype", "logistic"))
 
@@ -382,6 +389,9 @@ _NOTES = {
     "hierarchy": "hierarchy: accuracy in percent; ahc = mean tree distance between predicted and true class "
                  "(0 = all correct); mistake_severity and hdist@k in LCA heights (Bertinetto et al. 2020); "
                  "accuracy@heightH after mapping classes to their ancestors of height H.",
+    "finetune": "finetune: a copy of the encoder and a linear head trained end to end (SGD, nesterov momentum 0.9, "
+                "cosine schedule with one warm-up epoch, head lr 10x, random resized crops and flips), final-epoch "
+                "top1/top5 in percent on the test split; label fractions as for linear.",
     "representation": "representation: RankMe and effective rank (centred) of the features, Wang-Isola uniformity "
                       "(t = 2, normalised), mean per-dimension std of the normalised features (healthy ≈ 1/√dim), "
                       "mean pairwise cosine.",
@@ -425,8 +435,24 @@ def _run_protocols(
     extras.update(features=fs.test_f, labels=fs.test_y)
     rows: list[dict[str, Any]] = []
     for p in sorted(protocols, key=PROTOCOLS.index):
-        rows += _PROTOCOL_FUNCTIONS[p](fs, opts, name, extras)
+        if p in _PROTOCOL_FUNCTIONS:
+            rows += _PROTOCOL_FUNCTIONS[p](fs, opts, name, extras)
     return rows, extras
+
+
+def _protocol_finetune(enc: LoadedEncoder, ds: DataSplits, test_split, opts: EvalOptions, name: str, batch_size: int) -> list[dict[str, Any]]:
+    """Fine-tune the whole encoder with a linear head, once per label fraction (:func:`geossl.eval.finetune.finetune`)."""
+    from geossl.eval.finetune import finetune
+
+    rows = []
+    for frac in opts.label_fractions:
+        res = finetune(enc.backbone, ds.train, test_split, len(ds.classes or []), preprocess=enc.normalization,
+                       epochs=opts.finetune_epochs, lr=opts.finetune_lr, batch_size=min(batch_size, 128),
+                       label_fraction=frac, seed=opts.seed, progress=True)
+        setting = f"SGD, {opts.finetune_epochs} epochs, lr {opts.finetune_lr:g}, {_pct(frac)} labels"
+        for metric in ("top1", "top5"):
+            rows.append(_row(name, "finetune", setting, metric, res[metric], n_train=res["n_train"], n_test=res["n_test"]))
+    return rows
 
 
 # -------------------------------------------------------------------------------------------------------- outputs
@@ -600,6 +626,8 @@ def evaluate_checkpoint(
         r, extras = _run_protocols(name, fs, protocols, opts, {"all_test_f": test_f, "all_test_y": test_y})
         rows.extend(r)
         first = first or (fs, extras)
+        if "finetune" in protocols:
+            rows.extend(_protocol_finetune(enc, ds, test_split, opts, name, batch_size))
     own_data = data is None and train_data is None and test_data is None
     if out_dir is None:
         out_dir = run_dir if own_data and not random_init else run_dir / ("eval-random-init" if random_init else f"eval-{ds.name}")
@@ -701,6 +729,8 @@ def evaluate_features(
         plots: draw kNN-vs-k, per-class accuracy, confusion matrix and the 2-D feature map.
     """
     protocols = parse_protocols(protocols)
+    if set(protocols) & set(END_TO_END):
+        raise GeosslError("--protocol finetune trains the encoder, so it needs a run directory (or checkpoint), not --features")
     opts = options if options is not None else EvalOptions()
     opts.seed = seed
     opts.validate(protocols)
