@@ -185,6 +185,8 @@ def evaluate(
     fewshot_head: str = typer.Option("prototype", "--fewshot-head", help="Few-shot classifier: prototype or logistic."),
     transform: Optional[str] = typer.Option(None, "--transform", help="'sot': self-optimal-transport features for fewshot and clustering."),
     hierarchy: Optional[Path] = typer.Option(None, "--hierarchy", help="Class hierarchy YAML/JSON (default: the packaged EuroSAT one when the classes match)."),
+    layer: str = typer.Option("backbone", "--layer", help="Features to evaluate: backbone (before the projector) or projector."),
+    probe: str = typer.Option("lbfgs", "--probe", help="Linear probe solver: lbfgs (deterministic) or sgd (lr and weight decay swept on val)."),
     finetune_epochs: int = typer.Option(10, "--finetune-epochs", help="Epochs of the finetune protocol (whole encoder + linear head)."),
     finetune_lr: float = typer.Option(0.01, "--finetune-lr", help="Encoder learning rate per 256 images of the finetune protocol (head: 10x)."),
     random_init: bool = typer.Option(False, "--random-init", help="Evaluate a randomly initialised encoder of the same architecture instead."),
@@ -206,7 +208,7 @@ def evaluate(
         label_fractions=_parse_floats(label_fraction, "--label-fraction") or [1.0],
         n_way=n_way, shots=_parse_ints(shots, "--shots") or [], n_query=queries, episodes=episodes,
         fewshot_head=fewshot_head, transform=transform, hierarchy=hierarchy, seed=seed,
-        finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
+        finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, linear_solver=probe,
     )
     if features is not None:
         if path is not None:
@@ -230,7 +232,7 @@ def evaluate(
         result = evaluate_checkpoint(
             path, data=data, root=root, train_data=train_data, test_data=test_data, protocols=protocols,
             options=options, random_init=random_init, with_baseline=with_baseline, prefer=checkpoint,
-            out_dir=out, batch_size=batch_size, seed=seed, plots=not no_plots,
+            out_dir=out, batch_size=batch_size, seed=seed, plots=not no_plots, layer=layer,
         )
     typer.echo(result.table)
     typer.echo(f"report: {result.report}")

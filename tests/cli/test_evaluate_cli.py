@@ -254,3 +254,34 @@ def test_finetune_needs_a_run_not_features(tmp_path):
     np.save(tmp_path / "y.npy", np.arange(10) % 2)
     assert_user_error(invoke("evaluate", "--features", tmp_path / "f.npy", "--labels", tmp_path / "y.npy", "--protocol",
                              "finetune"), "needs a run directory")
+
+
+def test_sgd_probe_from_the_cli(tiny_run, tmp_path):
+    _, run, _ = tiny_run
+    out = tmp_path / "sgd"
+    result = invoke("evaluate", run, "--protocol", "linear", "--probe", "sgd", "--no-plots", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "SGD, 100% labels" in (out / "report.md").read_text()
+    assert_user_error(invoke("evaluate", run, "--protocol", "linear", "--probe", "adam"), "unknown linear probe solver 'adam'")
+
+
+def test_representation_includes_alignment_of_two_augmented_views(evaluated):
+    out, _ = evaluated
+    tidy = json.loads((out / "results.json").read_text())
+    rows = tidy["results"] if isinstance(tidy, dict) else tidy
+    align = [r["value"] for r in rows if r["protocol"] == "representation" and r["metric"] == "alignment"]
+    assert len(align) == 1 and 0 < align[0] < 4  # ‖a − b‖² of unit vectors: 0 (identical) to 4 (opposite)
+
+
+def test_projector_features(tiny_run, tmp_path):
+    _, run, _ = tiny_run
+    out = tmp_path / "proj"
+    result = invoke("evaluate", run, "--protocol", "knn,representation", "--layer", "projector", "--with-baseline", "--no-plots", "--out", out)
+    assert result.exit_code == 0, result.output
+    tidy = json.loads((out / "results.json").read_text())
+    rows = tidy["results"] if isinstance(tidy, dict) else tidy
+    dims = {r["value"] for r in rows if r["protocol"] == "representation" and r["metric"] == "dim"}
+    assert dims == {128}  # SimCLR's projection_dim, not the backbone's 512
+    assert "projector output" in (out / "report.md").read_text()
+    assert_user_error(invoke("evaluate", run, "--protocol", "knn", "--layer", "head"), "unknown layer 'head'")
+    assert_user_error(invoke("evaluate", run, "--protocol", "finetune", "--layer", "projector"), "drop --layer projector")

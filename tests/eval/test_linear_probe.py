@@ -136,3 +136,28 @@ def test_user_errors(digits):
         linear_probe(x_tr, torch.full_like(y_tr, -1), x_te, y_te)
     with pytest.raises(GeosslError, match="dimension"):
         linear_probe(x_tr, y_tr, x_te[:, :10], y_te)
+
+
+def test_sgd_solver_matches_lbfgs_on_digits():
+    """The SGD preset (lr and λ swept on a held-out split) reaches the L-BFGS accuracy within a couple of points."""
+    from sklearn.datasets import load_digits
+
+    from geossl.eval.linear import linear_probe
+
+    x, y = load_digits(return_X_y=True)
+    x, y = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    tr, te = perm[:1200], perm[1200:]
+    lbfgs = linear_probe(x[tr], y[tr], x[te], y[te], seed=0)
+    sgd = linear_probe(x[tr], y[tr], x[te], y[te], seed=0, solver="sgd", weight_decays=(0.0, 1e-3))
+    assert sgd["top1"] > 90 and abs(sgd["top1"] - lbfgs["top1"]) < 3
+    assert sgd["lr"] in (0.01, 0.1, 1.0)
+    again = linear_probe(x[tr], y[tr], x[te], y[te], seed=0, solver="sgd", weight_decays=(0.0, 1e-3))
+    assert torch.equal(again["predictions"], sgd["predictions"])  # seeded: deterministic
+
+
+def test_unknown_solver_is_refused():
+    from geossl.eval.linear import linear_probe
+
+    with pytest.raises(GeosslError, match="solver"):
+        linear_probe(torch.randn(10, 3), torch.arange(10) % 2, torch.randn(4, 3), torch.arange(4) % 2, solver="adam")

@@ -29,6 +29,8 @@ class LoadedEncoder:
         data_info: the training data description (bands, size, classes, split).
         checkpoint: the file it came from (None for a random-init encoder).
         epoch: epochs trained (0 for random init).
+        layer: ``backbone`` (features before the projector, the default) or ``projector`` (its output, where the
+            SSL loss acts); ``backbone`` is then the backbone followed by the projector.
     """
 
     backbone: nn.Module
@@ -37,6 +39,24 @@ class LoadedEncoder:
     data_info: dict[str, Any]
     checkpoint: Path | None
     epoch: int
+    layer: str = "backbone"
+
+
+LAYERS = ("backbone", "projector")
+
+
+def _encoder_module(method: nn.Module, layer: str, method_name: str) -> nn.Module:
+    """The module whose output is the representation at ``layer``, in eval mode."""
+    if layer not in LAYERS:
+        from geossl.errors import unknown_name_error
+
+        raise unknown_name_error("layer", layer, LAYERS)
+    if layer == "backbone":
+        return method.backbone.eval()
+    projector = getattr(method, "projector", None)
+    if not isinstance(projector, nn.Module):
+        raise GeosslError(f"method '{method_name}' has no projector module; use --layer backbone")
+    return nn.Sequential(method.backbone, projector).eval()
 
 
 def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
@@ -68,7 +88,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_encoder(path: str | Path, *, random_init: bool = False, seed: int = 0, prefer: str = "best") -> LoadedEncoder:
+def load_encoder(path: str | Path, *, random_init: bool = False, seed: int = 0, prefer: str = "best",
+                 layer: str = "backbone") -> LoadedEncoder:
     """Rebuild the backbone of a run and load its weights (or keep a random init).
 
     Args:
@@ -76,6 +97,7 @@ def load_encoder(path: str | Path, *, random_init: bool = False, seed: int = 0, 
         random_init: build the same architecture with fresh random weights (the baseline).
         seed: seed of the random initialisation.
         prefer: ``best`` or ``last`` checkpoint when ``path`` is a run directory.
+        layer: ``backbone`` or ``projector`` (see :class:`LoadedEncoder`).
     """
     from geossl.train.module import build_method, normalization_from_info
 
@@ -87,17 +109,21 @@ def load_encoder(path: str | Path, *, random_init: bool = False, seed: int = 0, 
     torch.manual_seed(seed)
     method = build_method(config, info)
     if random_init:
-        return LoadedEncoder(method.backbone.eval(), normalization_from_info(info), config, info, None, 0)
-    prefix = "method.backbone."
-    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    method.backbone.load_state_dict(state)
+        return LoadedEncoder(_encoder_module(method, layer, config.method), normalization_from_info(info), config, info, None, 0, layer)
+    for part in ("backbone",) + (("projector",) if layer == "projector" else ()):
+        prefix = f"method.{part}."
+        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        module = getattr(method, part, None)
+        if isinstance(module, nn.Module):
+            module.load_state_dict(state)
     return LoadedEncoder(
-        backbone=method.backbone.eval(),
+        backbone=_encoder_module(method, layer, config.method),
         normalization=normalization_from_info(info),
         config=config,
         data_info=info,
         checkpoint=ckpt_path,
         epoch=int(ckpt.get("epoch", -1)) + 1,
+        layer=layer,
     )
 
 
@@ -107,4 +133,5 @@ def random_init_like(encoder: LoadedEncoder, seed: int = 0) -> LoadedEncoder:
 
     torch.manual_seed(seed)
     method = build_method(encoder.config, encoder.data_info)
-    return LoadedEncoder(method.backbone.eval(), encoder.normalization, encoder.config, encoder.data_info, None, 0)
+    return LoadedEncoder(_encoder_module(method, encoder.layer, encoder.config.method), encoder.normalization, encoder.config,
+                         encoder.data_info, None, 0, encoder.layer)

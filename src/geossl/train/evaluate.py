@@ -84,6 +84,7 @@ class EvalOptions:
     fewshot_head: str = "prototype"
     transform: str | None = None
     hierarchy: str | Path | None = None
+    linear_solver: str = "lbfgs"
     finetune_epochs: int = 10
     finetune_lr: float = 0.01
     seed: int = 0
@@ -111,6 +112,8 @@ class EvalOptions:
             raise GeosslError(f"--n-way must be at least 2, got {self.n_way}")
         if not self.shots or any(s < 1 for s in self.shots) or self.n_query < 1 or self.episodes < 1:
             raise GeosslError("--shots, --queries and --episodes must be positive")
+        if self.linear_solver not in ("lbfgs", "sgd"):
+            raise unknown_name_error("linear probe solver", self.linear_solver, ("lbfgs", "sgd"))
         if self.finetune_epochs < 1 or not self.finetune_lr > 0:
             raise GeosslError(f"--finetune-epochs must be >= 1 and --finetune-lr > 0, got {self.finetune_epochs} and {self.finetune_lr}")
         if self.fewshot_head not in ("prototype", "logistic"):
@@ -151,10 +154,31 @@ def parse_protocols(protocols: str | list[str] | tuple[str, ...]) -> list[str]:
 
 
 def _encoder_key(enc: LoadedEncoder, seed: int) -> str:
+    layer = "" if enc.layer == "backbone" else f"-{enc.layer}"
     if enc.checkpoint is None:
-        return f"random-{enc.config.backbone}-{enc.data_info['num_bands']}-seed{seed}"
+        # a random projector depends on the method's head, a random backbone does not
+        head = f"{layer}-{enc.config.method}" if layer else ""
+        return f"random-{enc.config.backbone}-{enc.data_info['num_bands']}-seed{seed}{head}"
     st = enc.checkpoint.stat()
-    return f"{enc.checkpoint.resolve()}-{st.st_size}-{st.st_mtime_ns}"
+    return f"{enc.checkpoint.resolve()}-{st.st_size}-{st.st_mtime_ns}{layer}"
+
+
+def _augmented_pair(enc: LoadedEncoder, dataset, cache_dir: Path, key: str, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of two seeded random views (resized crop, flips) of every image, for the alignment metric; cached."""
+    from geossl.eval.finetune import _augment
+
+    views = []
+    for v in (1, 2):
+        gen = torch.Generator().manual_seed(seed * 1000 + v)
+
+        def preprocess(x: torch.Tensor, gen: torch.Generator = gen) -> torch.Tensor:
+            return _augment(enc.normalization(x), gen)
+
+        views.append(FeatureCache(cache_dir).get_or_compute(
+            f"{key}|{dataset.fingerprint()}|view{v}-seed{seed}",
+            lambda p=preprocess: extract_features(enc.backbone, dataset, preprocess=p, batch_size=batch_size, progress=True),
+        )[0])
+    return views[0], views[1]
 
 
 def _features(enc: LoadedEncoder, dataset, cache_dir: Path, key: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,13 +265,15 @@ def _protocol_linear(fs: FeatureSet, opts: EvalOptions, enc: str, extras: dict[s
         else:  # limited labels: the validation split would be extra labels, so λ is chosen on 10 % of the subset
             idx = stratified_subset(fs.train_y, frac, opts.seed)
             x, y, vx, vy = fs.train_f[idx], fs.train_y[idx], None, None
-        res = linear_probe(x, y, fs.test_f, fs.test_y, val_features=vx, val_labels=vy, seed=opts.seed)
+        res = linear_probe(x, y, fs.test_f, fs.test_y, val_features=vx, val_labels=vy, seed=opts.seed, solver=opts.linear_solver)
         extras.setdefault("linear", []).append((frac, res))
-        setting = f"L-BFGS, {_pct(frac)} labels"
+        setting = f"{'L-BFGS' if opts.linear_solver == 'lbfgs' else 'SGD'}, {_pct(frac)} labels"
         for metric in ("top1", "top5"):
             rows.append(_row(enc, "linear", setting, metric, res[metric], n_train=len(y), n_test=len(fs.test_y)))
         rows.append(_row(enc, "linear", setting, "weight_decay", res["weight_decay"], n_train=len(y),
                          n_test=len(fs.test_y)))
+        if "lr" in res:
+            rows.append(_row(enc, "linear", setting, "lr", res["lr"], n_train=len(y), n_test=len(fs.test_y)))
     return rows
 
 
@@ -362,6 +388,10 @@ def _protocol_representation(fs: FeatureSet, opts: EvalOptions, enc: str, extras
     setting = "backbone features, " + ("evaluation set" if n == len(fs.test_y) else "all samples")
     values = {"dim": z.shape[1], "rankme": rankme(z), "effective_rank": effective_rank(z, center=True),
               "uniformity": uniformity(z), "per_dim_std": per_dim_std(z), "mean_cosine": mean_pairwise_cosine(z)}
+    if "view_pair" in extras:  # two augmented views of every evaluation image (run directories only, not .npy input)
+        from geossl.eval.representation import alignment
+
+        values["alignment"] = alignment(*extras["view_pair"])
     return [_row(enc, "representation", setting, m, v, n_test=n) for m, v in values.items()]
 
 
@@ -377,7 +407,8 @@ _PROTOCOL_FUNCTIONS = {
 
 _NOTES = {
     "knn": "kNN: weighted vote of the k nearest training features (cosine; exp(s/T) weights); top1/top5 in percent.",
-    "linear": "linear: multinomial logistic regression (L-BFGS) on standardised frozen features; label fractions are "
+    "linear": "linear: multinomial logistic regression (L-BFGS, or SGD with lr and weight decay swept on the validation "
+              "split with --probe sgd) on standardised frozen features; label fractions are "
               "stratified, seeded subsets of the training split, with the weight decay chosen on 10 % of the subset "
               "(on the validation split at 100 %); top1/top5 in percent.",
     "fewshot": "fewshot: N-way K-shot episodes sampled from the evaluation set; accuracy in percent, mean over "
@@ -392,7 +423,8 @@ _NOTES = {
     "finetune": "finetune: a copy of the encoder and a linear head trained end to end (SGD, nesterov momentum 0.9, "
                 "cosine schedule with one warm-up epoch, head lr 10x, random resized crops and flips), final-epoch "
                 "top1/top5 in percent on the test split; label fractions as for linear.",
-    "representation": "representation: RankMe and effective rank (centred) of the features, Wang-Isola uniformity "
+    "representation": "representation: alignment (Wang-Isola, α = 2) between the features of two seeded random views "
+                      "(resized crop, flips) of every evaluation image, when the images are available; RankMe and effective rank (centred) of the features, Wang-Isola uniformity "
                       "(t = 2, normalised), mean per-dimension std of the normalised features (healthy ≈ 1/√dim), "
                       "mean pairwise cosine.",
 }
@@ -567,6 +599,7 @@ def evaluate_checkpoint(
     batch_size: int = 256,
     seed: int = 0,
     plots: bool = True,
+    layer: str = "backbone",
 ) -> EvaluationResult:
     """Frozen-feature evaluation of a run with any of :data:`PROTOCOLS`, with a report and plots.
 
@@ -586,14 +619,17 @@ def evaluate_checkpoint(
         seed: seed of the random init, the probe, the label subsets, the episodes and k-means.
         plots: draw the training curves, kNN accuracy against k, per-class accuracy, confusion matrix and 2-D
             feature map.
+        layer: ``backbone`` (the features before the projector, the papers' protocol) or ``projector`` (its output).
     """
     protocols = parse_protocols(protocols)
+    if layer == "projector" and "finetune" in protocols:
+        raise GeosslError("--protocol finetune fine-tunes the backbone; drop --layer projector for it")
     opts = options if options is not None else EvalOptions(knn_k=[k], knn_t=[temperature])
     opts.seed = seed
     opts.validate(protocols)
     if prefer not in ("best", "last"):
         raise GeosslError(f"--checkpoint must be best or last, got '{prefer}'")
-    trained = load_encoder(path, prefer=prefer, seed=seed)
+    trained = load_encoder(path, prefer=prefer, seed=seed, layer=layer)
     ckpt_path = trained.checkpoint
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     ds = _load_eval_data(trained, data, root, train_data, test_data)
@@ -623,7 +659,10 @@ def evaluate_checkpoint(
         if ds.val is not None and ds.test is not None:
             val_f, val_y = _features(enc, ds.val, cache_dir, key, batch_size)
         fs = FeatureSet(train_f, train_y, test_f, test_y, val_f, val_y, list(ds.classes or []) or None)
-        r, extras = _run_protocols(name, fs, protocols, opts, {"all_test_f": test_f, "all_test_y": test_y})
+        start = {"all_test_f": test_f, "all_test_y": test_y}
+        if "representation" in protocols:
+            start["view_pair"] = _augmented_pair(enc, test_split, cache_dir, key, batch_size, seed)
+        r, extras = _run_protocols(name, fs, protocols, opts, start)
         rows.extend(r)
         first = first or (fs, extras)
         if "finetune" in protocols:
@@ -638,7 +677,7 @@ def evaluate_checkpoint(
         "dataset": f"{ds.name} ({ds.source})",
         "split": ds.split_description,
         "image size": f"{ds.image_size[0]}x{ds.image_size[1]}, {ds.num_bands} bands",
-        "features": "backbone output (before the projector), frozen, no augmentation",
+        "features": ("backbone output (before the projector)" if layer == "backbone" else "projector output") + ", frozen, no augmentation",
         **_info_protocols(protocols, opts),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "geossl": geossl.__version__,
