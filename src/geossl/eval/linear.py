@@ -222,6 +222,19 @@ def _per_class_accuracy(pred: Tensor, labels: Tensor, num_classes: int) -> Tenso
     return torch.where(total > 0, 100.0 * correct / total.clamp_min(1), torch.full_like(total, float("nan")))
 
 
+def _test_result(scores: Tensor, y_te: Tensor, n_classes: int, **chosen: Any) -> dict[str, Any]:
+    """The probe's returned dict from its test logits (see :func:`linear_probe`) and the chosen hyperparameters."""
+    pred = scores.argmax(dim=1)
+    return {
+        "top1": topk_accuracy(scores, y_te, 1),
+        "top5": topk_accuracy(scores, y_te, 5),
+        "predictions": pred,
+        **chosen,
+        "per_class_accuracy": _per_class_accuracy(pred, y_te, n_classes),
+        "scores": scores.detach().float(),
+    }
+
+
 def linear_probe(
     train_features: Tensor | Any,
     train_labels: Tensor | Any,
@@ -338,18 +351,8 @@ def _probe_sgd(
     std = _Standardizer(x_tr.to(dtype))
     if params is None or refit:
         params = _fit_sgd(std(x_tr.to(dtype)), y_tr, n_classes, chosen[1], chosen[0], epochs, seed)
-    scores = _scores(std(x_te.to(dtype)), params)
-    pred = scores.argmax(dim=1)
-    return {
-        "top1": topk_accuracy(scores, y_te, 1),
-        "top5": topk_accuracy(scores, y_te, 5),
-        "predictions": pred,
-        "weight_decay": chosen[1],
-        "lr": chosen[0],
-        "val_top1": val_top1,
-        "per_class_accuracy": _per_class_accuracy(pred, y_te, n_classes),
-        "scores": scores.detach().float(),
-    }
+    return _test_result(_scores(std(x_te.to(dtype)), params), y_te, n_classes, weight_decay=chosen[1], lr=chosen[0],
+                        val_top1=val_top1)
 
 
 def _probe(
@@ -392,14 +395,4 @@ def _probe(
     if params is None or refit:
         params = _fit(std(x_tr.to(dtype)), y_tr, n_classes, chosen, max_iter, init=params)
 
-    scores = _scores(std(x_te.to(dtype)), params)
-    pred = scores.argmax(dim=1)
-    return {
-        "top1": topk_accuracy(scores, y_te, 1),
-        "top5": topk_accuracy(scores, y_te, 5),
-        "predictions": pred,
-        "weight_decay": chosen,
-        "val_top1": val_top1,
-        "per_class_accuracy": _per_class_accuracy(pred, y_te, n_classes),
-        "scores": scores.detach().float(),
-    }
+    return _test_result(_scores(std(x_te.to(dtype)), params), y_te, n_classes, weight_decay=chosen, val_top1=val_top1)

@@ -39,23 +39,12 @@ from geossl.eval._checks import (
     check_same_dim,
     check_same_length,
 )
+from geossl.eval.knn import _RERANK_BLOCK, RERANK_MARGIN, _faiss_available
 
 Metric = Literal["cosine", "euclidean"]
 Backend = Literal["auto", "torch", "faiss"]
 _METRICS = ("cosine", "euclidean")
 _BACKENDS = ("auto", "torch", "faiss")
-#: Extra float32 candidates re-ranked in float64; covers float32 near-ties at the k-th neighbour.
-RERANK_MARGIN = 8
-#: Elements of a float64 (queries, candidates, D) block in the re-ranking (32 MiB).
-_RERANK_BLOCK = 4_000_000
-
-
-def _faiss_available() -> bool:
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _candidates_torch(q: Tensor, r: Tensor, kc: int, metric: str, exclude_self: bool, chunk_size: int) -> Tensor:
