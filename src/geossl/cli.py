@@ -168,6 +168,8 @@ def evaluate(
     train_data: Optional[str] = typer.Option(None, help="Explicit training folder (fits the probe / kNN bank)."),
     test_data: Optional[str] = typer.Option(None, help="Explicit test folder."),
     features: Optional[Path] = typer.Option(None, "--features", help="Evaluate these (N, D) .npy features instead of a run."),
+    model: Optional[str] = typer.Option(None, "--model", help="Evaluate a model-zoo encoder instead of a run: torchvision:NAME or timm:NAME (with --data)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="State dict for --model (nothing is downloaded)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="(N,) .npy labels of --features (default: FEATURES.labels.npy)."),
     test_features: Optional[Path] = typer.Option(None, "--test-features", help="Test features .npy (default: a stratified split of --features)."),
     test_labels: Optional[Path] = typer.Option(None, "--test-labels", help="Test labels .npy (default: TEST.labels.npy)."),
@@ -210,6 +212,20 @@ def evaluate(
         fewshot_head=fewshot_head, transform=transform, hierarchy=hierarchy, seed=seed,
         finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, linear_solver=probe,
     )
+    if model is not None:
+        if path is not None or features is not None:
+            raise GeosslError("pass one of a run directory, --features or --model")
+        if data is None:
+            raise GeosslError("--model needs --data DATASET (the images to embed)")
+        from geossl.train.evaluate import build_external_model, evaluate_model
+
+        result = evaluate_model(build_external_model(model, weights), data, name=model, protocols=protocols, options=options,
+                                out_dir=out, batch_size=batch_size, seed=seed, plots=not no_plots)
+        typer.echo(result.table)
+        typer.echo(f"report: {result.report}")
+        return
+    if weights is not None:
+        raise GeosslError("--weights goes with --model")
     if features is not None:
         if path is not None:
             raise GeosslError("pass either a run directory or --features, not both")

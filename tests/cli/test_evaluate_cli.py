@@ -285,3 +285,23 @@ def test_projector_features(tiny_run, tmp_path):
     assert "projector output" in (out / "report.md").read_text()
     assert_user_error(invoke("evaluate", run, "--protocol", "knn", "--layer", "head"), "unknown layer 'head'")
     assert_user_error(invoke("evaluate", run, "--protocol", "finetune", "--layer", "projector"), "drop --layer projector")
+
+
+def test_torchvision_model_with_saved_weights(tiny_run, tmp_path):
+    import torch
+    import torchvision
+
+    data, _, _ = tiny_run
+    weights = tmp_path / "r18.pt"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    out = tmp_path / "tv"
+    result = invoke("evaluate", "--model", "torchvision:resnet18", "--weights", weights, "--data", data,
+                    "--protocol", "knn,representation", "--no-plots", "--out", out)
+    assert result.exit_code == 0, result.output
+    tidy = json.loads((out / "results.json").read_text())
+    rows = tidy["results"] if isinstance(tidy, dict) else tidy
+    assert {r["value"] for r in rows if r["metric"] == "dim"} == {512}  # fc removed: pooled features
+    assert_user_error(invoke("evaluate", "--model", "torchvision:resnet1800", "--data", data), "unknown torchvision model")
+    assert_user_error(invoke("evaluate", "--model", "resnet18", "--data", data), "torchvision:resnet50")
+    assert_user_error(invoke("evaluate", "--model", "torchvision:resnet18"), "--model needs --data")

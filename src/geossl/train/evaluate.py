@@ -834,6 +834,118 @@ def evaluate_features(
                           plots=plots)
 
 
+def build_external_model(spec: str, weights: str | Path | None = None) -> torch.nn.Module:
+    """A feature extractor from a model zoo: ``torchvision:NAME`` or ``timm:NAME``, classifier head removed.
+
+    No weights are downloaded (pass ``weights``, a state dict saved with ``torch.save``, for pretrained ones), so the
+    model is randomly initialised otherwise.
+
+    Args:
+        spec: ``torchvision:resnet50``, ``timm:vit_small_patch16_224``, ...
+        weights: optional state-dict file loaded before the head is removed (keys of the full model).
+    """
+    zoo, _, name = spec.partition(":")
+    if zoo not in ("torchvision", "timm") or not name:
+        raise GeosslError(f"--model must look like torchvision:resnet50 or timm:NAME, got '{spec}'")
+    if zoo == "torchvision":
+        import torchvision
+
+        try:
+            model = torchvision.models.get_model(name, weights=None)
+        except ValueError:
+            raise unknown_name_error("torchvision model", name, torchvision.models.list_models()) from None
+    else:
+        try:
+            import timm
+        except ImportError:
+            raise GeosslError("timm is not installed; pip install timm, or use a torchvision:NAME model") from None
+        try:
+            model = timm.create_model(name, pretrained=False)
+        except RuntimeError:
+            raise unknown_name_error("timm model", name, timm.list_models()) from None
+    if weights is not None:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        except (OSError, RuntimeError, KeyError) as e:
+            raise GeosslError(f"could not load weights '{weights}' into {spec}: {str(e).splitlines()[0]}") from None
+    # the pooled features before the classifier
+    if zoo == "timm":
+        model.reset_classifier(0)
+    else:
+        for head in ("fc", "classifier", "heads", "head"):
+            if isinstance(getattr(model, head, None), torch.nn.Module):
+                setattr(model, head, torch.nn.Identity())
+                break
+    return model.eval()
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    data: str,
+    *,
+    name: str = "model",
+    protocols: str | list[str] = ("knn", "linear"),
+    options: EvalOptions | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    out_dir: str | Path | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    plots: bool = True,
+) -> EvaluationResult:
+    """The frozen-feature protocols for any encoder (a torchvision or timm model, or your own ``nn.Module``).
+
+    Args:
+        model: module mapping images (B, C, H, W) to features (B, D) (classifier head removed).
+        data: dataset name or folder (:func:`geossl.data.load_data`, its default 60/20/20 split).
+        name: encoder name in the results.
+        protocols: frozen-feature protocols (``finetune`` needs a geossl run).
+        options: protocol settings; its seed is replaced by ``seed``.
+        mean / std: input normalisation in scaled units (e.g. ImageNet's for ImageNet weights); default: the
+            training split's own statistics.
+        out_dir: where the report goes (default ``./eval-NAME-DATA``).
+        batch_size: feature-extraction batch size.
+        seed: seed of the split's protocols.
+        plots: draw the figures.
+    """
+    from geossl.augment.views import Normalization
+
+    protocols = parse_protocols(protocols)
+    if set(protocols) & set(END_TO_END):
+        raise GeosslError("--protocol finetune needs a geossl run directory; evaluate external models with frozen features")
+    opts = options if options is not None else EvalOptions()
+    opts.seed = seed
+    opts.validate(protocols)
+    ds = load_data(data)
+    label_based = [p for p in protocols if p not in LABEL_FREE]
+    if label_based and not ds.has_labels:
+        raise GeosslError(f"{ds.name} has no labels; --protocol {','.join(label_based)} need one sub-folder per class")
+    norm = Normalization(list(mean or ds.mean), list(std or ds.std), ds.value_scale)
+    test_split = ds.test if ds.test is not None else ds.val if ds.val is not None else ds.train
+    train_f, train_y = extract_features(model, ds.train, preprocess=norm, batch_size=batch_size, progress=True)
+    test_f, test_y = extract_features(model, test_split, preprocess=norm, batch_size=batch_size, progress=True)
+    val_f = val_y = None
+    if ds.val is not None and ds.test is not None:
+        val_f, val_y = extract_features(model, ds.val, preprocess=norm, batch_size=batch_size, progress=True)
+    fs = FeatureSet(train_f, train_y, test_f, test_y, val_f, val_y, list(ds.classes or []) or None)
+    rows, extras = _run_protocols(name, fs, protocols, opts, {"all_test_f": test_f, "all_test_y": test_y})
+    info = {
+        "encoder": name,
+        "dataset": f"{ds.name} ({ds.source})",
+        "split": ds.split_description,
+        "features": "model output (classifier head removed), frozen, no augmentation",
+        "normalisation": "given mean/std" if mean else "the training split's statistics",
+        **_info_protocols(protocols, opts),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "geossl": geossl.__version__,
+    }
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    return _write_outputs(Path(out_dir or f"eval-{safe}-{ds.name}"), title=f"geossl evaluation: {name} on {ds.name}",
+                          rows=rows, info=info, protocols=protocols, opts=opts, fs=fs, extras=extras, metrics_csv=None,
+                          plots=plots)
+
+
 def embed_dataset(
     path: str | Path,
     *,
