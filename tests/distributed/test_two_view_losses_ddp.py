@@ -1,7 +1,7 @@
 """Two-view losses on two CPU processes (gloo) with half the batch each: the loss and the DDP-averaged gradients equal
 those of one process with the whole batch (float64, 1e-10).
 
-Covered: L_Sample and L_Feature (thesis §3.1), T-REG and T-REGS (the MST of the global batch), SSW-SSL, SW-SSL and
+Covered: L_Sample, L_Feature and L_COOT (thesis §3.1), the dense OT loss with gathered image negatives (§3.3), T-REG and T-REGS (the MST of the global batch), SSW-SSL, SW-SSL and
 Wang–Isola (uniformity of the global batch). Losses made only of global terms hold the global value on every process;
 those with a per-process mean term (invariance, alignment) average to it over the processes.
 """
@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from geossl import dist as gdist
-from geossl.losses.ot_ssl import OTFeatureLoss, OTSampleLoss
+from geossl.losses.dense_ot import SoftDenseLoss
+from geossl.losses.ot_ssl import COOTLoss, OTFeatureLoss, OTSampleLoss
 from geossl.losses.treg import TREG, TREGSLoss
 from geossl.losses.uniformity import AlignUniformLoss, SSWUniformityLoss, SWUniformityLoss
 
@@ -37,6 +38,10 @@ LOSSES = {
     "sample-cross": lambda: OTSampleLoss(eps=0.05, n_iters=5, layout="cross"),
     "feature-bt": lambda: OTFeatureLoss(eps=0.05, n_iters=5),
     "feature-raw": lambda: OTFeatureLoss(eps=0.05, n_iters=5, feature_norm="raw"),
+    "coot": lambda: COOTLoss(eps=0.05, n_iters=3),
+    # dense-ot with image-level negatives gathered from every process; the 5 outputs form a 5-channel 1x1 patch grid
+    "dense-image-negatives": lambda: (lambda a, b: SoftDenseLoss(image_negatives=True, matcher="entropic")(
+        a.view(-1, D_OUT, 1, 1), b.view(-1, D_OUT, 1, 1))),
     "t-reg": lambda: (lambda a, b: TREG(gamma=1.0, lam=0.1)(a) + TREG(gamma=1.0, lam=0.1)(b)),
     "t-regs": lambda: TREGSLoss(beta=10.0, gamma=0.2, lam=0.01),
     # the slices are seeded, hence the same on both processes
@@ -45,7 +50,7 @@ LOSSES = {
     "uniformity": lambda: _on_sphere(AlignUniformLoss()),
 }
 #: losses whose value is the global one on every process (no per-process mean term)
-GLOBAL_ON_EVERY_RANK = {"sample-full", "sample-cross", "feature-bt", "feature-raw", "t-reg"}
+GLOBAL_ON_EVERY_RANK = {"sample-full", "sample-cross", "feature-bt", "feature-raw", "coot", "t-reg"}
 
 
 def _data() -> tuple[torch.Tensor, torch.Tensor]:
