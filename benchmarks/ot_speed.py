@@ -13,29 +13,13 @@ Usage: python benchmarks/ot_speed.py [--quick]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from _common import median_time, write_results
 
-from _common import write_results
+from geossl.losses.uniformity import wang_isola_uniformity
 from geossl.ot import sinkhorn, spherical_sliced_wasserstein_to_uniform
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def wang_isola_uniformity(z: torch.Tensor, t: float = 2.0) -> torch.Tensor:
-    """log E exp(-t ||z_i - z_j||²) over pairs (Wang & Isola 2020), O(N²)."""
-    return torch.pdist(z, p=2).pow(2).mul(-t).exp().mean().log()
 
 
 def main() -> None:

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
-from _common import RESULTS, SHARED_DATA, write_results
+from _common import RESULTS, SHARED_DATA, median_time, write_results
 from _protocol import accumulate, method_and_views, run_row
 
 from geossl.data import load_data
@@ -40,16 +38,6 @@ from geossl.methods.registry import METHODS
 ORDER = ["simclr", "byol", "barlow-twins", "bam", "ssw", "sw", "uniformity", "t-regs", "byol+t-reg", "barlow-twins+t-reg",
          "ot-feature", "ot-sample", "dense-ot"]
 CLASSICS = ("simclr", "byol", "barlow-twins")
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def uniformity_timing(repeats: int) -> list[dict]:
@@ -68,7 +56,7 @@ def uniformity_timing(repeats: int) -> list[dict]:
                     z = z0.clone().requires_grad_(True)
                     term(F.normalize(z, dim=1)).backward()
 
-                s = _median_seconds(step, repeats)
+                s = median_time(step, repeats)
                 base = base or s
                 rows.append({"term": label, "d": d, "batch": n, "ms (fwd+bwd)": 1e3 * s, "speed-up vs pairwise": base / s})
     return rows
@@ -87,8 +75,8 @@ def mst_share(data, batch_size: int, repeats: int) -> dict:
 
     with torch.no_grad():
         z = method.projector(method.backbone(torch.cat(augment(x)))).chunk(2)
-    step_s = _median_seconds(full, repeats)
-    mst_s = _median_seconds(lambda: [mst_edges(v) for v in z], repeats * 3)
+    step_s = median_time(full, repeats)
+    mst_s = median_time(lambda: [mst_edges(v) for v in z], repeats * 3)
     return {"batch": batch_size, "embedding dim": z[0].shape[1], "step s": step_s, "MST search s (2 views)": mst_s,
             "MST share %": 100 * mst_s / step_s}
 

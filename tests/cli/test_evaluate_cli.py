@@ -9,15 +9,12 @@ import shutil
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from geossl.cli import app
 from geossl.eval.hierarchy import EUROSAT_CLASSES
 
 from ..conftest import make_rgb_folder
+from .test_cli import FAST, assert_user_error, invoke
 
-runner = CliRunner()
-FAST = ["--batch-size", "8", "--no-progress", "--num-workers", "0"]
 ALL = "knn,linear,fewshot,clustering,retrieval,hierarchy,representation"
 SMALL_FEWSHOT = ["--n-way", "2", "--shots", "1,2", "--queries", "2", "--episodes", "20"]
 HIERARCHY = """\
@@ -25,20 +22,6 @@ scene:
   warm: [class_0, class_1]
   cold: [class_2, class_3]
 """
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_user_error(result, *fragments: str) -> None:
-    """Exit code 2, one line on stderr starting with 'error:', no traceback."""
-    assert result.exit_code == 2, result.output
-    err = result.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    assert "Traceback" not in result.output
-    for f in fragments:
-        assert f in err, err
 
 
 @pytest.fixture(scope="module")
