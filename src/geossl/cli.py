@@ -308,7 +308,7 @@ def embed(
 
 @app.command()
 def info() -> None:
-    """List methods, backbones and datasets."""
+    """List methods, regularizers, backbones and datasets."""
     import torch
 
     import geossl
@@ -320,6 +320,12 @@ def info() -> None:
     typer.echo("\nmethods:")
     for name, cls in sorted(METHODS.items()):
         doc = (cls.__doc__ or "").strip().splitlines()[0]
+        typer.echo(f"  {name:<14} {doc}")
+    typer.echo("\nregularizers (--regularizer NAME, added to any method):")
+    from geossl.methods.regularizers import REGULARIZERS, build_regularizer
+
+    for name in sorted(REGULARIZERS):
+        doc = (type(build_regularizer(name)).__doc__ or "").strip().splitlines()[0]
         typer.echo(f"  {name:<14} {doc}")
     typer.echo("\nbackbones:")
     for name, b in BACKBONES.items():

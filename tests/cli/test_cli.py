@@ -126,7 +126,7 @@ def test_embed_writes_features_and_refuses_to_overwrite(trained_run, tmp_path):
 def test_info_lists_methods_backbones_datasets():
     result = invoke("info")
     assert result.exit_code == 0
-    for name in ["simclr", "resnet18", "resnet50", "eurosat-sample", "cifar10"]:
+    for name in ["simclr", "bam", "t-regs", "t-reg", "resnet18", "resnet50", "eurosat-sample", "cifar10"]:
         assert name in result.output
 
 
