@@ -53,6 +53,7 @@ def main() -> None:
 
     data = load_data(args.data, split=(0.6, 0.2, 0.2), seed=0)
     row = run_row(args.method, data, args.data, budget_min=args.budget_min, batch_size=args.batch_size, seed=args.seed, epochs=args.epochs)
+    row["status"] = "ok" if row["kNN gain vs random"] >= 10 else f"FAILS (+{row['kNN gain vs random']:.1f} < +10)"
     rows = accumulate("zoo_eurosat", row)
     rows.setdefault("simclr", simclr_row_from_spine_benchmark())
     rows = {k: v for k, v in rows.items() if v is not None}
@@ -64,10 +65,12 @@ def main() -> None:
         "of 2 CPU cores per method (train min includes the online kNN evaluations). kNN: cosine, k=20, T=0.07, bank = train split; "
         f"linear: L-BFGS on standardised features, wd chosen on val. Random init, same protocol: kNN {random_knn:.2f}, linear {random_lin:.2f}. "
         "img/s (step): images per second of a full training step (all views), timed before training. Peak RSS: the whole process "
-        "(data in memory included). Rows accumulate over sessions; each names its commit."
+        "(data in memory included). Rows accumulate over sessions; each names its commit. The status column says why a row "
+        "misses the +10 kNN bar; BYOL's shortfall at this budget is analysed in benchmarks/diagnostics/README.md."
     )
     write_results("zoo_eurosat", "SSL methods on full EuroSAT under the same CPU budget", ordered,
-                  ["method", "epochs", "train min", "kNN top-1", "linear top-1", "kNN gain vs random", "img/s (step)", "peak RSS GiB", "seed", "commit"], notes)
+                  ["method", "epochs", "train min", "kNN top-1", "linear top-1", "kNN gain vs random", "img/s (step)", "peak RSS GiB", "seed", "commit",
+                   "status"], notes)
 
 
 if __name__ == "__main__":
