@@ -60,7 +60,7 @@ def test_backend_resolution_and_errors(monkeypatch):
     x_tr, y_tr, x_te, y_te = _clusters(20, 5, 4, 2)
     with pytest.raises(GeosslError, match="Did you mean 'faiss'"):
         knn_predict(x_tr, y_tr, x_te, backend="fais")  # type: ignore[arg-type]
-    monkeypatch.setattr("geossl.eval.knn._faiss_available", lambda: False)
+    monkeypatch.setattr("geossl.eval._neighbours.faiss_available", lambda: False)
     assert resolve_backend("auto") == "torch"
     with pytest.raises(GeosslError, match="faiss-cpu"):
         knn_classify(x_tr, y_tr, x_te, y_te, backend="faiss")

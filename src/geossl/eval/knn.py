@@ -46,58 +46,12 @@ from geossl.eval._checks import (
     infer_num_classes,
     topk_accuracy,
 )
+from geossl.eval._neighbours import RERANK_BLOCK as _RERANK_BLOCK
+from geossl.eval._neighbours import RERANK_MARGIN, candidate_indices, resolve_backend
 
 Metric = Literal["cosine", "euclidean"]
 Backend = Literal["torch", "faiss", "auto"]
 _METRICS = ("cosine", "euclidean")
-_BACKENDS = ("torch", "faiss", "auto")
-#: Extra float32 candidates per query re-ranked in float64; covers float32 near-ties at the k-th neighbour.
-RERANK_MARGIN = 8
-#: Elements of a float64 (queries, candidates, D) block of the re-ranking (32 MiB).
-_RERANK_BLOCK = 4_000_000
-
-
-def _faiss_available() -> bool:
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def resolve_backend(backend: str, device: torch.device | None = None) -> str:
-    """``"torch"`` or ``"faiss"`` for a requested backend (``"auto"``: faiss when installed and on the CPU)."""
-    if backend not in _BACKENDS:
-        raise unknown_name_error("backend", str(backend), _BACKENDS)
-    on_cpu = device is None or torch.device(device).type == "cpu"
-    if backend == "faiss":
-        if not _faiss_available():
-            raise GeosslError("backend='faiss' needs faiss; install faiss-cpu or use backend='torch'.")
-        return "faiss"
-    if backend == "auto" and on_cpu and _faiss_available():
-        return "faiss"
-    return "torch"
-
-
-def _candidates(queries: Tensor, bank: Tensor, kc: int, metric: str, backend: str, chunk_size: int) -> Tensor:
-    """Indices (M, kc) of the kc most similar bank rows per query, searched in float32 (order not used)."""
-    q32, b32 = queries.float(), bank.float()
-    if backend == "faiss":
-        import faiss
-        import numpy as np
-
-        index = faiss.IndexFlatIP(b32.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(b32.shape[1])
-        index.add(np.ascontiguousarray(b32.cpu().numpy()))
-        _, idx = index.search(np.ascontiguousarray(q32.cpu().numpy()), kc)
-        return torch.from_numpy(idx).long().to(bank.device)
-    out = torch.empty(q32.shape[0], kc, dtype=torch.long, device=bank.device)
-    b_sq = b32.pow(2).sum(dim=1)
-    for start in range(0, q32.shape[0], chunk_size):
-        q = q32[start:start + chunk_size]
-        # Larger is closer: cosine of normalised rows, or 2<q, x> - |x|^2 (= -|q - x|^2 up to a per-query constant).
-        s = q @ b32.T if metric == "cosine" else 2.0 * (q @ b32.T) - b_sq[None, :]
-        out[start:start + chunk_size] = s.topk(kc, dim=1).indices
-    return out
 
 
 def _exact_similarity(queries: Tensor, rows: Tensor, metric: str) -> Tensor:
@@ -154,7 +108,7 @@ def knn_neighbours(
         b64, q64 = F.normalize(b64, dim=1), F.normalize(q64, dim=1)
     n = b64.shape[0]
     kc = min(n, k + RERANK_MARGIN)
-    cand = _candidates(q64, b64, kc, metric, backend, chunk_size)
+    cand = candidate_indices(q64, b64, kc, metric, backend, chunk_size=chunk_size)
     sims = torch.empty(q64.shape[0], k, dtype=torch.float64, device=device)
     labels = torch.empty(q64.shape[0], k, dtype=torch.long, device=device)
     rows = max(1, _RERANK_BLOCK // max(1, kc * b64.shape[1]))

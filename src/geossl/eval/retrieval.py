@@ -39,51 +39,24 @@ from geossl.eval._checks import (
     check_same_dim,
     check_same_length,
 )
-from geossl.eval.knn import _RERANK_BLOCK, RERANK_MARGIN, _faiss_available
+from geossl.eval._neighbours import BACKENDS as _BACKENDS
+from geossl.eval._neighbours import (
+    RERANK_BLOCK,
+    RERANK_MARGIN,
+    candidate_indices,
+    resolve_backend,
+)
 
 Metric = Literal["cosine", "euclidean"]
 Backend = Literal["auto", "torch", "faiss"]
 _METRICS = ("cosine", "euclidean")
-_BACKENDS = ("auto", "torch", "faiss")
-
-
-def _candidates_torch(q: Tensor, r: Tensor, kc: int, metric: str, exclude_self: bool, chunk_size: int) -> Tensor:
-    """Indices (M, kc) of the kc best references per query in float32 (unordered beyond what topk gives)."""
-    out = torch.empty(q.shape[0], kc, dtype=torch.long)
-    r_sq = r.pow(2).sum(dim=1)
-    for start in range(0, q.shape[0], chunk_size):
-        qb = q[start:start + chunk_size]
-        # Larger is closer: cosine of normalised rows, or −‖r‖² + 2⟨q, r⟩ (= −‖q − r‖² up to a per-query constant).
-        s = qb @ r.T if metric == "cosine" else 2.0 * (qb @ r.T) - r_sq[None, :]
-        if exclude_self:
-            m = qb.shape[0]
-            s[torch.arange(m), torch.arange(start, start + m)] = -torch.inf
-        out[start:start + chunk_size] = s.topk(kc, dim=1).indices
-    return out
-
-
-def _candidates_faiss(q: Tensor, r: Tensor, kc: int, metric: str, exclude_self: bool) -> Tensor:
-    """Same as :func:`_candidates_torch` with a faiss flat (exact, float32) index."""
-    import faiss
-    import numpy as np
-
-    index = faiss.IndexFlatIP(r.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(r.shape[1])
-    index.add(np.ascontiguousarray(r.numpy(), dtype=np.float32))
-    _, idx = index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), kc + int(exclude_self))
-    idx = torch.from_numpy(idx).long()
-    if exclude_self:
-        is_self = idx == torch.arange(q.shape[0])[:, None]
-        # A query missing from its own list (float32 ties with duplicates) drops its last candidate instead.
-        is_self[~is_self.any(dim=1), -1] = True
-        idx = idx[~is_self].reshape(q.shape[0], kc)
-    return idx
 
 
 def _rerank(q: Tensor, r: Tensor, cand: Tensor, k: int, metric: str) -> tuple[Tensor, Tensor]:
     """Exact float64 distances to the candidates; returns the k nearest (distances, indices), ties by index."""
     cand = cand.sort(dim=1).values  # ascending index, so the stable sort below breaks ties by index
     dist = torch.empty(cand.shape, dtype=torch.float64)
-    rows = max(1, _RERANK_BLOCK // max(1, cand.shape[1] * q.shape[1]))
+    rows = max(1, RERANK_BLOCK // max(1, cand.shape[1] * q.shape[1]))
     for start in range(0, q.shape[0], rows):
         c = cand[start:start + rows]
         diff_or_prod = r[c]  # (m, kc, D)
@@ -144,19 +117,13 @@ def nearest_neighbors(
     available = r.shape[0] - int(exclude_self)
     if not 1 <= k <= available:
         raise GeosslError(f"k must be between 1 and the number of candidate references ({available}), got {k}.")
-    if backend == "faiss" and not _faiss_available():
-        raise GeosslError("backend='faiss' needs faiss; install faiss-cpu or use backend='torch'.")
-    use_faiss = backend == "faiss" or (backend == "auto" and _faiss_available())
+    resolved = resolve_backend(backend)
 
     if metric == "cosine":
         q = F.normalize(q, dim=1)
         r = q if reference is None else F.normalize(r, dim=1)
     kc = min(available, k + RERANK_MARGIN)
-    q32, r32 = q.float(), r.float()
-    if use_faiss:
-        cand = _candidates_faiss(q32, r32, kc, metric, exclude_self)
-    else:
-        cand = _candidates_torch(q32, r32, kc, metric, exclude_self, chunk_size)
+    cand = candidate_indices(q, r, kc, metric, resolved, exclude_self=exclude_self, chunk_size=chunk_size)
     return _rerank(q, r, cand, k, metric)
 
 
