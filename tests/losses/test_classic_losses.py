@@ -12,7 +12,7 @@ from lightly.loss import NTXentLoss as LightlyNTXent
 from lightly.loss import VICRegLoss as LightlyVICReg
 
 from geossl.errors import GeosslError
-from geossl.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss, cross_correlation
+from geossl.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss, cross_correlation, cross_product_norms, off_diagonal
 from geossl.losses.mmcr import MMCRLoss, mmcr_loss
 from geossl.losses.moco import MemoryQueue, MoCoLoss, MoCoV3Loss, moco_loss, moco_v3_contrastive
 from geossl.losses.negative_cosine import NegativeCosineSimilarity
@@ -93,6 +93,32 @@ def test_barlow_twins_formula_written_out_in_float64():
     assert torch.allclose(barlow_twins_loss(z_a, z_b, lam), total, atol=1e-12)
 
 
+@pytest.mark.parametrize("n, d", [(8, 64), (64, 8), (16, 33)])
+def test_cross_product_norms_gram_route_equals_the_d_by_d_product(n, d):
+    a, b = _randn(n, d, seed=20, dtype=torch.float64), _randn(n, d, seed=21, dtype=torch.float64)
+    m = a.T @ b
+    for use_gram in (True, False, None):
+        diag, frob = cross_product_norms(a, b, use_gram=use_gram)
+        assert torch.allclose(diag, torch.diagonal(m), atol=1e-12)
+        assert torch.allclose(frob, m.pow(2).sum(), rtol=1e-12)
+    # The same object for both arguments (VICReg's covariance) reuses one Gram matrix.
+    assert torch.allclose(cross_product_norms(a, a, use_gram=True)[1], (a.T @ a).pow(2).sum(), rtol=1e-12)
+
+
+def test_barlow_twins_gram_route_matches_the_explicit_matrix_in_float32():
+    # Batch 64 < D/2 = 256 takes the Gram route; compare the loss and its gradient with the (D, D) matrix in float64.
+    z_a, z_b = _randn(64, 512, seed=22).requires_grad_(), _randn(64, 512, seed=23).requires_grad_()
+    a64, b64 = z_a.detach().double().requires_grad_(), z_b.detach().double().requires_grad_()
+    loss = barlow_twins_loss(z_a, z_b, 5e-3)
+    c = cross_correlation(a64, b64)
+    reference = (torch.diagonal(c) - 1).pow(2).sum() + 5e-3 * off_diagonal(c).pow(2).sum()
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    loss.backward()
+    reference.backward()
+    assert torch.allclose(z_a.grad.double(), a64.grad, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(z_b.grad.double(), b64.grad, rtol=1e-4, atol=1e-7)
+
+
 def test_barlow_twins_uncentred_is_thesis_equation_2_6():
     n, d = 10, 5
     z_a, z_b = _randn(n, d, seed=9, dtype=torch.float64), _randn(n, d, seed=10, dtype=torch.float64)
@@ -125,7 +151,7 @@ def test_barlow_twins_bad_input():
 # -- VICReg -----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n,d", [(16, 32), (64, 8), (3, 5)])
+@pytest.mark.parametrize("n,d", [(16, 32), (64, 8), (3, 5), (8, 64)])
 def test_vicreg_equals_lightly_loss_and_gradient(n, d):
     z_a, z_b = 0.5 * _randn(n, d, seed=n), 0.5 * _randn(n, d, seed=n + 1)
     ours_a, ours_b = z_a.clone().requires_grad_(), z_b.clone().requires_grad_()
@@ -182,6 +208,14 @@ def test_vicreg_covariance_zero_for_decorrelated_features():
     z = _hadamard(16)[:, 1:]
     assert covariance_term(z).item() == pytest.approx(0.0, abs=1e-20)
     assert covariance_term(_randn(16, 15, seed=16, dtype=torch.float64)).item() > 1e-3
+
+
+def test_vicreg_covariance_gram_route_equals_the_written_formula():
+    z = _randn(20, 96, seed=24, dtype=torch.float64)  # N < D/2: Gram route
+    zc = z - z.mean(0)
+    cov = zc.T @ zc / 19
+    written = sum(cov[i, j] ** 2 for i in range(96) for j in range(96) if i != j) / 96
+    assert covariance_term(z).item() == pytest.approx(float(written), rel=1e-10)
 
 
 def test_vicreg_bad_input():

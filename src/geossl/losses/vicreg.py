@@ -26,7 +26,7 @@ from torch import nn
 
 from geossl import dist
 from geossl.errors import GeosslError
-from geossl.losses.barlow_twins import full_precision, off_diagonal
+from geossl.losses.barlow_twins import cross_product_norms, full_precision
 
 __all__ = ["VICRegLoss", "covariance_term", "invariance_term", "variance_term", "vicreg_loss"]
 
@@ -51,11 +51,15 @@ def variance_term(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tor
 
 
 def covariance_term(z: torch.Tensor) -> torch.Tensor:
-    """Covariance c(Z): sum of the squared off-diagonal covariances divided by D, z (N, D) → scalar."""
+    """Covariance c(Z): sum of the squared off-diagonal covariances divided by D, z (N, D) → scalar.
+
+    Computed as ``(‖Cov‖²_F − Σ_i Var_i²) / D`` through the (N, N) Gram matrix when N < D/2, without forming the
+    (D, D) covariance (:func:`geossl.losses.barlow_twins.cross_product_norms`).
+    """
     n, d = z.shape
     z = z - z.mean(dim=0)
-    cov = z.T @ z / (n - 1)
-    return off_diagonal(cov).pow(2).sum() / d
+    diag, frobenius_sq = cross_product_norms(z, z)
+    return (frobenius_sq - diag.pow(2).sum()) / ((n - 1) ** 2 * d)
 
 
 def vicreg_loss(
