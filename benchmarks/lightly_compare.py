@@ -8,7 +8,7 @@ so the comparison isolates the method code. Measured:
 * with ``--train``: kNN and linear top-1 after the same short pretraining on EuroSAT for each implementation and
   seed (``--seeds``), to check that accuracies agree within seed noise.
 
-Usage: python benchmarks/lightly_compare.py [--methods simclr,byol,barlow-twins] [--train --epochs 3 --seeds 0,1]
+Usage: python benchmarks/lightly_compare.py [--methods simclr,byol,barlow-twins] [--train --epochs 3 --seeds 0,1 --split 0.2,0.1,0.7]
 """
 
 from __future__ import annotations
@@ -90,9 +90,12 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="also pretrain both implementations and compare accuracy")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--split", default="0.6,0.2,0.2",
+                        help="train,val,test fractions (stratified, seed 0); a smaller train part shortens --train")
     args = parser.parse_args()
 
-    data = load_data(args.data, split=(0.6, 0.2, 0.2), seed=0)
+    split = tuple(float(f) for f in args.split.split(","))
+    data = load_data(args.data, split=split, seed=0)
     rows = []
     for name in args.methods.split(","):
         ours, theirs = step_throughput(name, data, args.batch_size, args.steps)
@@ -108,7 +111,7 @@ def main() -> None:
                     method = name if impl == "geossl" else f"{name}-lightly"
                     run = REPO / "benchmarks" / "runs" / f"lightly-compare-{method}-{args.epochs}ep-seed{seed}"
                     pretrain(PretrainConfig(method=method, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-                                            seed=seed, run_dir=str(run), online_eval=False, progress=False), data=data)
+                                            seed=seed, split=list(split), run_dir=str(run), online_eval=False, progress=False), data=data)
                     ev = evaluate_checkpoint(run, prefer="last", plots=False, protocols=["knn"])
                     knn.append(float(ev.rows[0]["top1"]))
                 row[f"{impl} kNN (seeds)"] = ", ".join(f"{k:.2f}" for k in knn)
@@ -121,7 +124,8 @@ def main() -> None:
         f"Data: {data.name}, {data.image_size[0]} px; batch {args.batch_size}; ResNet-18 (standard stem), channels_last; the same "
         "views, optimiser and backbone for both; only the heads and the loss differ (lightly 'NAME-lightly' variants). "
         f"{args.steps} interleaved timed steps, medians. Target: ratio >= 1.0."
-        + (f" Accuracy: {args.epochs} epochs, seeds {args.seeds}, kNN top-1 on the test split." if args.train else "")
+        + (f" Accuracy: pretraining {args.epochs} epochs on the train part of a {args.split} split ({data.split_description}), "
+           f"seeds {args.seeds}; kNN top-1 (cosine, k=20, T=0.07, bank = train part) on the test part." if args.train else "")
     )
     write_results("lightly_compare", "geossl against lightly (same configuration)", rows, columns, notes)
     print(notes)
