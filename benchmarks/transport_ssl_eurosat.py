@@ -24,7 +24,7 @@ import json
 import torch
 import torch.nn.functional as F
 from _common import RESULTS, SHARED_DATA, median_time, write_results
-from _protocol import accumulate, method_and_views, run_row
+from _protocol import PROTOCOL_NOTE, accumulate, method_and_views, ordered_rows, run_row
 
 from geossl.data import load_data
 from geossl.geometry.mst import mst_edges
@@ -55,7 +55,7 @@ def uniformity_timing(repeats: int) -> list[dict]:
             z0 = F.normalize(torch.randn(n, d), dim=1)
             base = None
             for label, term in terms.items():
-                def step() -> None:
+                def step(z0=z0, term=term) -> None:
                     z = z0.clone().requires_grad_(True)
                     term(F.normalize(z, dim=1)).backward()
 
@@ -132,17 +132,11 @@ def render(rows: dict) -> None:
             # The zoo's row is the reference for a classic unless this script ran that method itself.
             if r["method"] in CLASSICS and (mine is None or str(mine.get("commit", "")).endswith("(zoo_eurosat)")):
                 rows[r["method"]] = {**r, "commit": f"{r['commit']} (zoo_eurosat)"}
-    ref = next(r for r in rows.values() if "random kNN" in r)
-    ordered = [rows[m] for m in ORDER if m in rows] + [r for m, r in sorted(rows.items()) if m not in ORDER]
-    missing = [m for m in REQUIRED if m not in rows]
+    ordered, reference = ordered_rows(rows, ORDER, REQUIRED)
     notes = (
-        "EuroSAT RGB, stratified 60/20/20 split with seed 0 (16,200 / 5,400 / 5,400); test split. Protocol of "
-        "zoo_eurosat.py (ResNet-18, 64 px, batch 256, method defaults, epochs sized from timed steps for a budget of "
-        "at most about 40 min of 2 CPU cores; train min is the row's actual time). Random init: kNN "
-        f"{ref['random kNN']:.2f}, linear {ref['random linear']:.2f}. Rows accumulate over sessions; each names its "
-        "commit. NAME+t-reg: the method with T-REG added to each view's embeddings (``--regularizer t-reg``). "
-        "Discussion against the papers' claims: ``benchmarks/results/transport_ssl_discussion.md``."
-        + (f" Still missing: {', '.join(missing)}." if missing else "")
+        PROTOCOL_NOTE + reference + " Rows accumulate over sessions; each names its commit. NAME+t-reg: the method "
+        "with T-REG added to each view's embeddings (``--regularizer t-reg``). Discussion against the papers' claims: "
+        "``benchmarks/results/transport_ssl_discussion.md``."
     )
     write_results("transport_ssl_eurosat", "Transport and geometry SSL methods on EuroSAT (CPU budget)", ordered,
                   ["method", "epochs", "train min", "kNN top-1", "linear top-1", "kNN gain vs random", "img/s (step)",

@@ -19,7 +19,7 @@ import argparse
 import json
 
 from _common import RESULTS, SHARED_DATA, write_results
-from _protocol import accumulate, run_row
+from _protocol import PROTOCOL_NOTE, accumulate, ordered_rows, run_row
 
 from geossl.data import load_data
 from geossl.methods.registry import METHODS
@@ -70,20 +70,12 @@ def render(rows: dict) -> None:
     """Write ``results/zoo_eurosat.md`` (and json) from the accumulated rows, with the protocol notes."""
     rows.setdefault("simclr", simclr_row_from_spine_benchmark())
     rows = {k: v for k, v in rows.items() if v is not None}
-    ref = next(r for r in rows.values() if "random kNN" in r)
-    ordered = [rows[m] for m in ORDER if m in rows] + [r for m, r in sorted(rows.items()) if m not in ORDER]
-    missing = [m for m in ORDER if m not in rows]
+    ordered, reference = ordered_rows(rows, ORDER, ORDER)
     notes = (
-        "EuroSAT RGB, stratified 60/20/20 split with seed 0 (16,200 / 5,400 / 5,400); every number on the test split "
-        "(5,400 images). ResNet-18, standard stem, 64 px, batch 256, each method with its paper defaults (`geossl info` "
-        "lists them); epochs sized from timed steps so that pretraining takes at most about 40 min of 2 CPU cores (train "
-        "min: the row's actual time, online kNN evaluations included). kNN: cosine, k=20, T=0.07, bank = train split; "
-        f"linear: L-BFGS on standardised features, wd chosen on val. Random init, same protocol: kNN {ref['random kNN']:.2f}, "
-        f"linear {ref['random linear']:.2f}. img/s (step): images per second of a full training step (all views), timed "
+        PROTOCOL_NOTE + reference + " img/s (step): images per second of a full training step (all views), timed "
         "before training. Peak RSS: the whole process (data in memory included). Rows accumulate over sessions; each names "
         "its commit (+dirty: uncommitted edits outside the training code at the time). The status column says why a row "
         "misses the +10 kNN bar; BYOL's shortfall at this budget is analysed in benchmarks/diagnostics/README.md."
-        + (f" Still missing: {', '.join(missing)}." if missing else "")
     )
     write_results("zoo_eurosat", "SSL methods on full EuroSAT under the same CPU budget", ordered,
                   ["method", "epochs", "train min", "kNN top-1", "linear top-1", "kNN gain vs random", "img/s (step)",
