@@ -50,10 +50,10 @@ def method_and_views(name: str | type, data, method_args: dict | None = None, im
 
 
 def train_step_seconds(name: str, data, batch_size: int, method_args: dict | None = None, regularizer: str | None = None,
-                       n_steps: int = 4) -> float:
+                       n_steps: int = 4, regularizer_args: dict | None = None) -> float:
     """Median time of a full training step (views, forward, backward, optimiser step, EMA update), first step excluded."""
     method, augment = method_and_views(name, data, method_args)
-    reg = build_regularizer(regularizer) if regularizer else None
+    reg = build_regularizer(regularizer, regularizer_args) if regularizer else None
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4)
     x = torch.stack([data.train[i][0] for i in range(batch_size)])
     times = []
@@ -71,9 +71,10 @@ def train_step_seconds(name: str, data, batch_size: int, method_args: dict | Non
 
 
 def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: int, seed: int, epochs: int | None = None,
-            method_args: dict | None = None, regularizer: str | None = None, tag: str | None = None) -> dict[str, Any]:
+            method_args: dict | None = None, regularizer: str | None = None, tag: str | None = None,
+            regularizer_args: dict | None = None) -> dict[str, Any]:
     """Pretrain ``name`` within the budget, evaluate it and its random-init twin, and return the table row."""
-    step_s = train_step_seconds(name, data, batch_size, method_args, regularizer)
+    step_s = train_step_seconds(name, data, batch_size, method_args, regularizer, regularizer_args=regularizer_args)
     epoch_s = step_s * (len(data.train) // batch_size)
     # 8% of the budget is kept for the online kNN evaluations and checkpoints
     epochs = epochs or max(1, math.floor(0.92 * budget_min * 60 / epoch_s))
@@ -82,7 +83,8 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
     run_dir = RUNS / f"{label}-{epochs}ep-seed{seed}"
     config = PretrainConfig(method=name, method_args=method_args or {}, data=data_path, epochs=epochs, batch_size=batch_size,
                             seed=seed, run_dir=str(run_dir), knn_bank_size=5000, online_eval_every=max(1, epochs // 4),
-                            progress=False, regularizer=regularizer)
+                            progress=False, regularizer=regularizer,
+                            regularizer_args=regularizer_args or {})
     t = time.perf_counter()
     result = pretrain(config, data=data)
     wall = time.perf_counter() - t

@@ -10,6 +10,7 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.spatial.distance import cdist
 
 from geossl.errors import GeosslError
+from geossl.geometry.mst import mst_length
 from geossl.losses.treg import TREG, TREGSLoss, mst_loss, sphere_loss, treg
 
 
@@ -109,3 +110,14 @@ def test_bad_input() -> None:
         TREGSLoss()(torch.randn(4, 3), torch.randn(5, 3))
     with pytest.raises(GeosslError, match="non-negative"):
         TREG(gamma=-1)
+
+
+def test_normalize_option_regularises_the_unit_vectors() -> None:
+    # For scale-free losses (BYOL): T-REG on F.normalize(z), so the value ignores the scale of z and has no sphere term.
+    torch.manual_seed(0)
+    z = torch.randn(24, 8)
+    reg = TREG(normalize=True)
+    expected = -0.2 * mst_length(torch.nn.functional.normalize(z, dim=1)) / 24
+    assert torch.allclose(reg(z), expected, atol=1e-6)
+    assert torch.allclose(reg(37.0 * z), reg(z), atol=1e-5)
+    assert not torch.allclose(TREG()(37.0 * z), TREG()(z))
