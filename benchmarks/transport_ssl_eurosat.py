@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from _common import RESULTS, SHARED_DATA, median_time, write_results
 from _protocol import PROTOCOL_NOTE, accumulate, method_and_views, ordered_rows, run_row
 
+from geossl.cli import _parse_sets
 from geossl.data import load_data
+from geossl.errors import GeosslError
 from geossl.geometry.mst import mst_edges
 from geossl.losses.uniformity import (
     ssw_uniformity,
@@ -85,19 +87,6 @@ def mst_share(data, batch_size: int, repeats: int) -> dict:
             "MST share %": 100 * mst_s / step_s}
 
 
-def _parse_setting(kv: str, parser: argparse.ArgumentParser) -> tuple[str, bool | float | str]:
-    """``KEY=VALUE`` → (key, value): true/false as bool, numbers as float, anything else as text."""
-    key, sep, value = kv.partition("=")
-    if not sep or not key:
-        parser.error(f"--reg-set expects KEY=VALUE, got {kv!r}")
-    if value.lower() in ("true", "false"):
-        return key, value.lower() == "true"
-    try:
-        return key, float(value)
-    except ValueError:
-        return key, value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timing", action="store_true", help="time the uniformity terms and the MST search")
@@ -131,7 +120,10 @@ def main() -> None:
                       ["term", "d", "batch", "ms (fwd+bwd)", "speed-up vs pairwise"], notes, extra={"mst": share})
 
     if args.method:
-        reg_args = dict(_parse_setting(kv, parser) for kv in args.reg_set)
+        try:
+            reg_args = _parse_sets(args.reg_set, "--reg-set", "a regulariser argument")  # the CLI's parsing
+        except GeosslError as e:
+            parser.error(str(e))
         label = args.method + (f"+{args.regularizer}" if args.regularizer else "")
         label += f"({','.join(args.reg_set)})" if args.reg_set else ""
         row = run_row(args.method, data, args.data, budget_min=args.budget_min, batch_size=args.batch_size, seed=args.seed,

@@ -51,14 +51,15 @@ def _parse_floats(text: str | None, option: str) -> list[float] | None:
         raise GeosslError(f"{option} expects comma-separated numbers like 0.6,0.2,0.2, got '{text}'") from None
 
 
-def _parse_sets(items: list[str] | None) -> dict[str, Any]:
-    """``--set temperature=0.5`` → {"temperature": 0.5} (values parsed as YAML scalars)."""
+def _parse_sets(items: list[str] | None, option: str = "--set", what: str = "a method argument") -> dict[str, Any]:
+    """``--set temperature=0.5`` → {"temperature": 0.5} (values parsed as YAML scalars); ``option``/``what`` name the
+    flag in the error message."""
     import yaml
 
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
-            raise GeosslError(f"--set expects KEY=VALUE (a method argument), got '{item}'")
+            raise GeosslError(f"{option} expects KEY=VALUE ({what}), got '{item}'")
         key, value = item.split("=", 1)
         out[key.strip()] = yaml.safe_load(value)
     return out
@@ -130,7 +131,7 @@ def pretrain(
         strategy=strategy, precision=precision,
         num_workers=(int(num_workers) if num_workers and num_workers.isdigit() else num_workers), seed=seed,
         run_dir=run_dir, method_args=method_args or None,
-        regularizer=regularizer, regularizer_args=_parse_sets(reg_set) or None,
+        regularizer=regularizer, regularizer_args=_parse_sets(reg_set, "--reg-set", "a regulariser argument") or None,
         skip_corrupt=skip_corrupt or None, download=download or None,
         online_eval=False if no_online_eval else None, progress=False if no_progress else None,
     )

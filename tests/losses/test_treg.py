@@ -117,7 +117,7 @@ def test_normalize_option_regularises_the_unit_vectors() -> None:
     torch.manual_seed(0)
     z = torch.randn(24, 8)
     reg = TREG(normalize=True)
-    expected = -0.2 * mst_length(torch.nn.functional.normalize(z, dim=1)) / 24
+    expected = -0.2 * mst_length(F.normalize(z, dim=1)) / 24
     assert torch.allclose(reg(z), expected, atol=1e-6)
     assert torch.allclose(reg(37.0 * z), reg(z), atol=1e-5)
     assert not torch.allclose(TREG()(37.0 * z), TREG()(z))

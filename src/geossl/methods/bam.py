@@ -29,8 +29,8 @@ class BAM(Method):
     every image of the (global) batch, a softmax at tau = 0.1 as the source and, as the target, its balanced version
     (3 Sinkhorn iterations at eps = 0.05, every target crop receiving the same total attention), with every
     same-image entry masked. Distillation variant (the default, ``teacher_momentum = 0.995`` as in the authors'
-    released scripts; ``None`` gives the single-network form): an EMA teacher (backbone + projector, cosine momentum to 1, updated in
-    :meth:`on_optimizer_step`) sees every crop and gives the target columns and the Sinkhorn rows (teacher-teacher
+    released scripts; ``None`` gives the single-network form): an EMA teacher (backbone + projector, cosine momentum
+    to 1, updated in :meth:`on_optimizer_step`) sees every crop and gives the target columns and the Sinkhorn rows (teacher-teacher
     similarities), the student's similarities to the teacher's columns give the source, as in ``DistillBAMLoss``.
 
     Defaults and why:
@@ -40,13 +40,13 @@ class BAM(Method):
       (0.4, 0.4, 0.4, 0.1) = strength 0.5, as the authors' ``DataAugmentationDINO`` (solarisation of the second global
       crop is not available in :class:`ViewConfig`).
     - Projector: 3 linear layers D → 2048 → 2048 → 256 with BatchNorm and ReLU (:class:`ProjectionHead`). The paper's
-      4096 → 4096 GELU head without BatchNorm is its ViT recipe (with AdamW); for a ResNet trained with LARS we use the
-      BatchNorm MLP of the library's other multi-crop ResNet methods (SwAV, 2048 hidden), which is also the authors'
-      code default (``proj_use_bn``), at a width that fits small CPU/GPU runs; 256 outputs as DINO's bottleneck.
+      4096 → 4096 GELU head without BatchNorm is its ViT recipe; for a ResNet we use the BatchNorm MLP of the
+      library's other multi-crop ResNet methods (SwAV, 2048 hidden), which is also the authors' code default
+      (``proj_use_bn``), at a width that fits small CPU/GPU runs; 256 outputs as DINO's bottleneck.
     - Optimiser and target: the released recipe (``scripts/pretrain/vit_*.slurm``): AdamW, lr 3e-4 per 256 images,
       weight decay 0.04 (the scripts raise it to 0.4 on a cosine; kept constant here), gradient clipping at norm 0.3,
       an EMA teacher (``teacher_momentum = 0.995`` → 1) and ``top_k = 128`` target columns per image. Measured on
-      EuroSAT with a ResNet-18 (``benchmarks/results/transport_ssl_discussion.md``): the SwAV-style LARS 0.6 (with
+      EuroSAT with a ResNet-18 (``benchmarks/diagnostics/README.md``): the SwAV-style LARS 0.6 (with
       this engine's trust coefficient 0.02) collapses within a dozen steps (mean cosine 0.51 → 0.999, RankMe 151 →
       1.8); AdamW 3e-4 without the teacher still drifts to collapse with multi-crop (mean cosine 0.99 after 25
       steps, loss back at log K), while AdamW with the teacher and top-k learns (loss 6.22 → 5.85, mean cosine
