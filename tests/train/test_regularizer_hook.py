@@ -6,13 +6,14 @@ import csv
 import math
 
 import pytest
+import yaml
 import torch
 from torch import nn
 
 from geossl.errors import GeosslError
 from geossl.methods import regularizers
 from geossl.train.config import PretrainConfig
-from geossl.train.run import pretrain, validate_config
+from geossl.train.run import pretrain, regularizer_args, validate_config
 
 from ..conftest import make_rgb_folder
 
@@ -59,3 +60,25 @@ def test_t_reg_is_registered_and_trains_with_byol(tmp_path) -> None:
     values = [float(r["train/regularizer_step"]) for r in rows if r.get("train/regularizer_step")]
     # two views, each −γ·(MST length per point) + λ·sphere term: negative once the points are spread
     assert values and all(math.isfinite(v) for v in values)
+    # BYOL's loss reads z only through z/|z|, so T-REG defaults to the normalised embeddings; the stored config says so
+    stored = yaml.safe_load((run / "config.yaml").read_text())
+    assert stored["regularizer_args"] == {"normalize": True, "gamma": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("method", "user_args", "expected"),
+    [
+        ("byol", {}, {"normalize": True}),
+        ("simclr", {"gamma": 0.1}, {"normalize": True, "gamma": 0.1}),
+        ("moco-v3", {}, {"normalize": True}),
+        ("byol", {"normalize": False}, {"normalize": False}),  # the user's choice wins
+        ("barlow-twins", {}, {}),  # a loss on raw, standardised z: the paper's raw-z T-REG
+        ("vicreg", {}, {}),
+    ],
+)
+def test_t_reg_defaults_follow_the_method(method, user_args, expected) -> None:
+    config = PretrainConfig(method=method, regularizer="t-reg", regularizer_args=user_args)
+    assert regularizer_args(config) == expected
+    assert regularizer_args(PretrainConfig(method=method)) == {}
+    module = regularizers.build_regularizer("t-reg", regularizer_args(config))
+    assert module.normalize is expected.get("normalize", False)

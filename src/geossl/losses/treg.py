@@ -141,6 +141,8 @@ class TREG(nn.Module):
         lam: weight λ of the sphere term.
         gather: under DDP, regularise the global batch.
         normalize: regularise the L2-normalised embeddings (see :func:`treg`); for scale-free losses such as BYOL's.
+            The default of `--regularizer t-reg` follows the method (its ``regularizer_defaults``): True for the
+            methods whose loss reads z only through z/‖z‖ (BYOL, SimSiam, SimCLR, MoCo, MMCR, BAM, dense-ot).
 
     Shapes:
         forward(z (n, d)) -> scalar.

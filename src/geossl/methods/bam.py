@@ -12,7 +12,7 @@ from geossl.augment.views import ViewConfig
 from geossl.errors import GeosslError
 from geossl.losses.bam import BAMLoss
 from geossl.methods._multicrop import multicrop_forward, multicrop_views
-from geossl.methods.base import Method, StepOutput
+from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.ema import cosine_momentum, ema_update, make_teacher
 from geossl.nn.heads import ProjectionHead
@@ -79,6 +79,7 @@ class BAM(Method):
     }
     #: The released recipe: AdamW 3e-4 per 256 images, wd 0.04, gradient norm clipped at 0.3 (see the class docstring).
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adamw", "lr": 3e-4, "weight_decay": 0.04, "gradient_clip": 0.3}
+    regularizer_defaults: ClassVar[dict[str, dict[str, Any]]] = SCALE_FREE_TREG
 
     def __init__(
         self,

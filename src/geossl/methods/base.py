@@ -37,6 +37,14 @@ class StepOutput:
     branches: list[torch.Tensor] | None = None
 
 
+#: ``regularizer_defaults`` of the methods whose loss reads the embeddings only through ``z / ‖z‖``: T-REG on the
+#: normalised embeddings. On raw z the paper's T-REG weights hold ‖z‖ near γ·c/(2λ) ≈ 150, where such a loss's
+#: gradient into z is ~150 times weaker than T-REG's and the regulariser alone drives the encoder (measured on
+#: EuroSAT, 10 epochs: BYOL + T-REG on raw z ends below random init; see
+#: ``benchmarks/results/transport_ssl_discussion.md``).
+SCALE_FREE_TREG: dict[str, dict[str, Any]] = {"t-reg": {"normalize": True}}
+
+
 class Method(nn.Module):
     """Base class of the SSL methods.
 
@@ -50,6 +58,9 @@ class Method(nn.Module):
     defaults: ClassVar[dict[str, Any]] = {}
     #: Optimisation defaults (optimizer, base lr for batch 256, weight decay, warm-up epochs).
     optim_defaults: ClassVar[dict[str, Any]] = {}
+    #: Defaults of a regulariser's arguments when added to this method (``--regularizer NAME``), by regulariser name;
+    #: the user's ``regularizer_args`` override them. See :data:`SCALE_FREE_TREG`.
+    regularizer_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()

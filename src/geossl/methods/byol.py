@@ -8,7 +8,7 @@ from torch import nn
 from geossl.augment.views import ViewConfig
 from geossl.errors import GeosslError
 from geossl.losses.negative_cosine import NegativeCosineSimilarity
-from geossl.methods.base import Method, StepOutput
+from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.ema import cosine_momentum, ema_update, make_teacher
 from geossl.nn.heads import ProjectionHead
@@ -40,6 +40,7 @@ class BYOL(Method):
     #: solo-learn's small-image recipe (ResNet-18, CIFAR) for LARS with trust coefficient 0.02, the engine's: the
     #: paper's lr 0.2 / wd 1.5e-6 go with trust 0.001 and ImageNet-scale schedules.
     optim_defaults = {"optimizer": "lars", "lr": 1.0, "weight_decay": 1e-5}
+    regularizer_defaults = SCALE_FREE_TREG
 
     def __init__(self, backbone: nn.Module, hidden_dim: int = 4096, projection_dim: int = 256, momentum: float = 0.996) -> None:
         super().__init__(backbone)

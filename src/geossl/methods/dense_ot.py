@@ -15,7 +15,7 @@ from torch import nn
 
 from geossl.errors import GeosslError
 from geossl.losses.dense_ot import DenseOTLoss
-from geossl.methods.base import Method, StepOutput
+from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.heads import SimCLRProjectionHead
 
@@ -101,6 +101,7 @@ class DenseOT(Method):
         "image_negatives": False, "eps": 0.05, "reg_m": 0.05, "match_on": "projector",
     }
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4}
+    regularizer_defaults: ClassVar[dict[str, dict[str, Any]]] = SCALE_FREE_TREG
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ from torch import nn
 
 from geossl.errors import GeosslError
 from geossl.losses.mmcr import MMCRLoss
-from geossl.methods.base import Method, StepOutput
+from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.heads import ProjectionHead
 
@@ -36,6 +36,7 @@ class MMCR(Method):
     name = "mmcr"
     defaults = {"hidden_dim": 512, "projection_dim": 128, "lambda_": 0.0}
     optim_defaults = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-6}
+    regularizer_defaults = SCALE_FREE_TREG
 
     def __init__(
         self,

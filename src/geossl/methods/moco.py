@@ -7,7 +7,7 @@ from torch import nn
 
 from geossl.errors import GeosslError
 from geossl.losses.moco import MoCoLoss, MoCoV3Loss
-from geossl.methods.base import Method, StepOutput
+from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.ema import cosine_momentum, ema_update, make_teacher
 from geossl.nn.heads import ProjectionHead
@@ -61,6 +61,7 @@ class MoCoV2(Method):
     defaults = {"temperature": 0.2, "queue_size": 3072, "momentum": 0.999, "hidden_dim": 2048, "projection_dim": 128, "bn_splits": 8}
     #: SGD 0.3 per 256 images: solo-learn's MoCo v2+ recipe for small images (the paper's 0.03 is ImageNet's).
     optim_defaults = {"optimizer": "sgd", "lr": 0.3, "weight_decay": 1e-4}
+    regularizer_defaults = SCALE_FREE_TREG
 
     def __init__(
         self,
@@ -151,6 +152,7 @@ class MoCoV3(Method):
     #: LARS 0.3, wd 1e-6: solo-learn's MoCo v3 recipe for a ResNet-18 on small images (AdamW 1.5e-4 / wd 0.1 is the
     #: paper's ViT recipe; pass --optimizer adamw --lr 1.5e-4 --weight-decay 0.1 for it).
     optim_defaults = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6}
+    regularizer_defaults = SCALE_FREE_TREG
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from geossl.losses.contrastive import NTXentLoss
-from geossl.methods.base import Method, StepOutput
+from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.heads import SimCLRProjectionHead
 
@@ -36,6 +36,7 @@ class SimCLR(Method):
     name = "simclr"
     defaults = {"temperature": 0.2, "hidden_dim": 2048, "projection_dim": 128}
     optim_defaults = {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-6}
+    regularizer_defaults = SCALE_FREE_TREG
 
     def __init__(
         self,

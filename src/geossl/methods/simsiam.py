@@ -7,7 +7,7 @@ from torch import nn
 
 from geossl.errors import GeosslError
 from geossl.losses.negative_cosine import NegativeCosineSimilarity
-from geossl.methods.base import Method, StepOutput
+from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.heads import ProjectionHead
 
@@ -36,6 +36,7 @@ class SimSiam(Method):
     defaults = {"projection_dim": 2048, "prediction_dim": 512, "stop_gradient": True}
     #: SGD 0.5 per 256 images, wd 1e-5: solo-learn's small-image recipe (the paper's 0.05 / 1e-4 is ImageNet's).
     optim_defaults = {"optimizer": "sgd", "lr": 0.5, "weight_decay": 1e-5}
+    regularizer_defaults = SCALE_FREE_TREG
 
     def __init__(self, backbone: nn.Module, projection_dim: int = 2048, prediction_dim: int = 512, stop_gradient: bool = True) -> None:
         super().__init__(backbone)

@@ -79,6 +79,13 @@ def data_info(data: DataSplits) -> dict[str, Any]:
     }
 
 
+def regularizer_args(config: PretrainConfig) -> dict[str, Any]:
+    """The regulariser's arguments: the method's ``regularizer_defaults`` for it, overridden by ``config.regularizer_args``."""
+    if config.regularizer is None:
+        return dict(config.regularizer_args)
+    return {**get_method(config.method).regularizer_defaults.get(config.regularizer, {}), **config.regularizer_args}
+
+
 def resolve_config(config: PretrainConfig, data: DataSplits) -> PretrainConfig:
     """Fill every ``None`` with the method's paper defaults so ``config.yaml`` is complete."""
     method_cls = get_method(config.method)
@@ -87,6 +94,8 @@ def resolve_config(config: PretrainConfig, data: DataSplits) -> PretrainConfig:
         raise GeosslError(f"unknown argument(s) {unknown} for method '{config.method}'; known: {sorted(method_cls.defaults)}")
     d = config.to_dict()
     d["method_args"] = {**method_cls.defaults, **config.method_args}
+    if config.regularizer is not None:
+        d["regularizer_args"] = regularizer_args(config)
     for key in ("optimizer", "lr", "weight_decay"):
         if d[key] is None:
             d[key] = method_cls.optim_defaults[key]
@@ -102,7 +111,7 @@ def validate_config(config: PretrainConfig) -> None:
     """Cheap checks of names and numbers, before any data is read."""
     get_method(config.method)
     if config.regularizer is not None:
-        build_regularizer(config.regularizer, config.regularizer_args)
+        build_regularizer(config.regularizer, regularizer_args(config))
     if config.backbone not in BACKBONES:
         raise unknown_name_error("backbone", config.backbone, BACKBONES)
     if config.optimizer is not None and config.optimizer not in OPTIMIZERS:
