@@ -27,6 +27,7 @@ from geossl.nn import build_backbone
 from geossl.train.config import PretrainConfig
 from geossl.train.evaluate import evaluate_checkpoint
 from geossl.train.run import pretrain
+from geossl.train.run import regularizer_args as resolved_regularizer_args
 
 RUNS = REPO / "benchmarks" / "runs"
 
@@ -53,9 +54,11 @@ def train_step_seconds(name: str, data, batch_size: int, method_args: dict | Non
                        n_steps: int = 4, regularizer_args: dict | None = None) -> float:
     """Median time of a full training step (views, forward, backward, optimiser step, EMA update), first step excluded."""
     method, augment = method_and_views(name, data, method_args)
-    # the arguments the run will use: the method's defaults for this regulariser, then the caller's
-    reg_args = {**METHODS[name].regularizer_defaults.get(regularizer, {}), **(regularizer_args or {})} if regularizer else {}
-    reg = build_regularizer(regularizer, reg_args) if regularizer else None
+    # the arguments the run will use (the method's defaults for this regulariser, then the caller's), as pretrain merges them
+    reg = None
+    if regularizer:
+        config = PretrainConfig(method=name, regularizer=regularizer, regularizer_args=regularizer_args or {})
+        reg = build_regularizer(regularizer, resolved_regularizer_args(config))
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4)
     x = torch.stack([data.train[i][0] for i in range(batch_size)])
     times = []
