@@ -16,23 +16,16 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import SHARED_DATA  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _loop import BATCH as bs  # noqa: E402
+from _loop import batch_views, collapse_stats, parse_variant, train_subset  # noqa: E402
 from _protocol import method_and_views  # noqa: E402
 
-from geossl.data import load_data  # noqa: E402
-from geossl.eval.monitors import rankme  # noqa: E402
 from geossl.nn.heads import ProjectionHead  # noqa: E402
 from geossl.train.optim import build_optimizer, parameter_groups, warmup_cosine  # noqa: E402
 
-torch.set_num_threads(2)
-variant, steps = sys.argv[1], int(sys.argv[2])
-opts = dict(p.split("=") for p in variant.split(",") if "=" in p)
-flags = {p for p in variant.split(",") if "=" not in p}
-bs = 256
-data = load_data(str(SHARED_DATA / "EuroSAT_RGB"), split=(0.6, 0.2, 0.2), seed=0)
-idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[: bs * 10]
-X = torch.stack([data.train[int(i)][0] for i in idx])
+variant, opts, flags, steps = parse_variant(sys.argv)
+data, X = train_subset()
 margs: dict = {"teacher_momentum": 0.99 if "teacher" in flags else None, "top_k": int(opts.get("topk", 0))}
 if "nomask" in flags:
     margs["mask_positives"] = False
@@ -54,9 +47,7 @@ warm = int(opts.get("warm", 0))
 print(variant, "lr", lr, "method args", margs, flush=True)
 t0 = time.time()
 for s in range(steps):
-    views = [v.contiguous(memory_format=torch.channels_last) for v in augment(X[(s % 10) * bs:(s % 10 + 1) * bs])]
-    if "twoview" in flags:
-        views = views[:2]
+    views = batch_views(augment, X, s, "twoview" in flags)
     for group in opt.param_groups:
         group["lr"] = lr * (warmup_cosine(s, 10**6, warm) if warm else 1.0)
     out = method.training_step(views)
@@ -65,8 +56,5 @@ for s in range(steps):
     opt.step()
     method.on_optimizer_step(s, 1000)
     if s % 3 == 0 or s == steps - 1:
-        z, f = out.embeddings, out.features
-        n = z.shape[0]
-        mean_cos = float(((z @ z.T).sum() - n) / (n * n - n))
         print(f"step {s} loss {out.loss.item():.4f} column-mass cv {out.logs['target_column_mass_cv']:.3f} "
-              f"mean cos {mean_cos:.3f} RankMe z {rankme(z):.1f} f {rankme(f):.1f} ({time.time() - t0:.0f} s)", flush=True)
+              f"{collapse_stats(out.embeddings, out.features)} ({time.time() - t0:.0f} s)", flush=True)
