@@ -19,7 +19,7 @@ import time
 
 import torch
 from _common import REPO, SHARED_DATA, write_results
-from _protocol import method_and_views
+from _protocol import accumulate, method_and_views
 
 from geossl.data import load_data
 from geossl.methods.registry import METHODS
@@ -96,7 +96,7 @@ def main() -> None:
 
     split = tuple(float(f) for f in args.split.split(","))
     data = load_data(args.data, split=split, seed=0)
-    rows = []
+    rows: dict[str, dict] = {}
     for name in args.methods.split(","):
         ours, theirs = step_throughput(name, data, args.batch_size, args.steps)
         row = {"method": name, "geossl img/s": ours, "lightly img/s": theirs, "ratio": ours / theirs}
@@ -115,17 +115,21 @@ def main() -> None:
                     ev = evaluate_checkpoint(run, prefer="last", plots=False, protocols=["knn"])
                     knn.append(float(ev.rows[0]["top1"]))
                 row[f"{impl} kNN (seeds)"] = ", ".join(f"{k:.2f}" for k in knn)
+                row[f"{impl} kNN mean"] = statistics.fmean(knn)
+            row["seeds"], row["epochs"] = args.seeds.replace(",", ", "), args.epochs
         print(row, flush=True)
-        rows.append(row)
+        rows = accumulate("lightly_compare", row)
     columns = ["method", "geossl img/s", "lightly img/s", "ratio"]
     if args.train:
-        columns += ["geossl kNN (seeds)", "lightly kNN (seeds)"]
+        columns += ["seeds", "epochs", "geossl kNN (seeds)", "lightly kNN (seeds)", "geossl kNN mean", "lightly kNN mean"]
+    rows = [rows[m] for m in sorted(rows)]
     notes = (
         f"Data: {data.name}, {data.image_size[0]} px; batch {args.batch_size}; ResNet-18 (standard stem), channels_last; the same "
         "views, optimiser and backbone for both; only the heads and the loss differ (lightly 'NAME-lightly' variants). "
         f"{args.steps} interleaved timed steps, medians. Target: ratio >= 1.0."
-        + (f" Accuracy: pretraining {args.epochs} epochs on the train part of a {args.split} split ({data.split_description}), "
-           f"seeds {args.seeds}; kNN top-1 (cosine, k=20, T=0.07, bank = train part) on the test part." if args.train else "")
+        + (f" Accuracy: pretraining for the row's epochs on the train part of a {args.split} split ({data.split_description}), "
+           "one run per seed of the row; kNN top-1 (cosine, k=20, T=0.07, bank = train part) on the test part. Rows accumulate: "
+           "re-running one method keeps the others." if args.train else "")
     )
     write_results("lightly_compare", "geossl against lightly (same configuration)", rows, columns, notes)
     print(notes)

@@ -124,8 +124,15 @@ def test_dino_teacher_no_grad_and_ema_update() -> None:
     assert not torch.equal(t_conv, s_conv) and t_conv.grad is None
 
 
+def test_dino_teacher_temperature_default_is_constant() -> None:
+    method = make("dino", 3)  # the authors' code default: 0.04 throughout
+    for step in (0, 15, 99):
+        method.on_optimizer_step(step, 100)
+        assert method.current_teacher_temp() == pytest.approx(0.04)
+
+
 def test_dino_teacher_temperature_warmup_and_center() -> None:
-    method = make("dino", 3)
+    method = make("dino", 3, teacher_temp=0.07)  # the paper's warm-up 0.04 -> 0.07
     assert method.current_teacher_temp() == pytest.approx(0.04)  # before the first step
     method.on_optimizer_step(0, 100)
     assert method.current_teacher_temp() == pytest.approx(0.04)
