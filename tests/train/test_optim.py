@@ -52,3 +52,31 @@ def test_parameter_groups_exclude_biases_and_norms():
 def test_unknown_optimizer():
     with pytest.raises(GeosslError, match="Did you mean 'adamw'"):
         build_optimizer("adam-w", [{"params": [torch.nn.Parameter(torch.zeros(1))]}], lr=0.1)
+
+
+def test_constant_lr_groups_follow_warmup_then_stay() -> None:
+    """SimSiam's predictor keeps its lr after the warm-up; the rest follows the cosine decay (paper §4.2)."""
+    from geossl.methods.registry import METHODS
+    from geossl.train.optim import lr_multipliers
+
+    net = torch.nn.ModuleDict({"backbone": torch.nn.Linear(3, 4), "predictor": torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))})
+    groups = parameter_groups(net, 1e-4, constant_lr=("predictor",))
+    flagged = [g for g in groups if g.get("constant_lr")]
+    assert sum(len(g["params"]) for g in flagged) == 4  # predictor weight, bias, BN weight, BN bias
+    assert {id(p) for g in flagged for p in g["params"]} == {id(p) for p in net["predictor"].parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    opt = build_optimizer("sgd", groups, lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_multipliers(groups, total_steps=20, warmup_steps=4))
+    lrs = []
+    for _ in range(20):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    for i, g in enumerate(groups):
+        series = [row[i] for row in lrs]
+        assert series[0] == pytest.approx(0.25)  # warm-up for every group
+        if g.get("constant_lr"):
+            assert series[3:] == pytest.approx([1.0] * 17)
+        else:
+            assert series[3] == pytest.approx(1.0) and series[-1] < 0.05
+    assert METHODS["simsiam"].constant_lr_modules == ("predictor",)

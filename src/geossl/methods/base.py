@@ -61,6 +61,9 @@ class Method(nn.Module):
     #: Defaults of a regulariser's arguments when added to this method (``--regularizer NAME``), by regulariser name;
     #: the user's ``regularizer_args`` override them. See :data:`SCALE_FREE_TREG`.
     regularizer_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Submodules whose learning rate is not decayed after the warm-up (SimSiam's predictor); see
+    #: :func:`geossl.train.optim.parameter_groups`.
+    constant_lr_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()

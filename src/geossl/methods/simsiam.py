@@ -22,8 +22,8 @@ class SimSiam(Method):
     Defaults (paper §4 and App. A): projector 3 layers of 2048 with BatchNorm on every layer (output BatchNorm
     without affine, no ReLU on the output); predictor 2048 → 512 → 2048 (BatchNorm + ReLU in the hidden layer);
     the paper's SGD lr 0.05 per 256 images, momentum 0.9, weight decay 1e-4 (ImageNet) is
-    replaced by solo-learn's small-image 0.5 / 1e-5 (``optim_defaults``); cosine schedule. The paper keeps the predictor's
-    learning rate constant (not decayed), which the engine's single schedule does not do.
+    replaced by solo-learn's small-image 0.5 / 1e-5 (``optim_defaults``); cosine schedule, except for the predictor
+    whose learning rate stays constant after the warm-up (paper §4.2, ``constant_lr_modules``).
 
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
@@ -37,6 +37,8 @@ class SimSiam(Method):
     #: SGD 0.5 per 256 images, wd 1e-5: solo-learn's small-image recipe (the paper's 0.05 / 1e-4 is ImageNet's).
     optim_defaults = {"optimizer": "sgd", "lr": 0.5, "weight_decay": 1e-5}
     regularizer_defaults = SCALE_FREE_TREG
+    #: The paper's fixed predictor learning rate (§4.2, Table 1c: 68.1 against 67.7 with the decayed lr).
+    constant_lr_modules = ("predictor",)
 
     def __init__(self, backbone: nn.Module, projection_dim: int = 2048, prediction_dim: int = 512, stop_gradient: bool = True) -> None:
         super().__init__(backbone)

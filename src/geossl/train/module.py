@@ -24,7 +24,7 @@ from geossl.methods.regularizers import build_regularizer
 from geossl.methods.registry import get_method
 from geossl.nn.backbones import build_backbone, feature_dim, use_small_stem
 from geossl.train.config import PretrainConfig
-from geossl.train.optim import build_optimizer, parameter_groups, warmup_cosine
+from geossl.train.optim import build_optimizer, lr_multipliers, parameter_groups
 
 #: Learning rate of the online probe's parameter group (its own, without weight decay).
 PROBE_LR = {"lars": 0.1, "sgd": 0.1, "adamw": 1e-3}
@@ -159,12 +159,13 @@ class PretrainModule(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.config
         world = self.trainer.world_size if self._trainer is not None else 1
-        groups = parameter_groups(self.method, cfg.weight_decay or 0.0)
+        groups = parameter_groups(self.method, cfg.weight_decay or 0.0, constant_lr=getattr(self.method, "constant_lr_modules", ()))
         if self.probe is not None:
             groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lars_exclude": True, "lr": PROBE_LR[cfg.optimizer]})
         optimizer = build_optimizer(cfg.optimizer, groups, lr=cfg.effective_lr(world), momentum=cfg.momentum)
         total = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total // max(1, cfg.epochs))
         warmup = int(round(cfg.resolved_warmup_epochs() * steps_per_epoch))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+        # groups and optimizer.param_groups are in the same order (build_optimizer only drops our flags)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multipliers(groups, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

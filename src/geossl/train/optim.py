@@ -85,17 +85,48 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Split parameters: weights of ≥2-D tensors get weight decay; biases and norms do not."""
-    decay, no_decay = [], []
-    for p in module.parameters():
-        if not p.requires_grad:
+def parameter_groups(module: nn.Module, weight_decay: float, constant_lr: Iterable[str] = ()) -> list[dict]:
+    """Split parameters: weights of ≥2-D tensors get weight decay; biases and norms do not.
+
+    Args:
+        module: the model (an SSL method).
+        weight_decay: decay of the ≥2-D weights.
+        constant_lr: names of submodules (e.g. ``("predictor",)``) whose learning rate is not decayed after the
+            warm-up (SimSiam's predictor, Chen & He 2021, §4.2); their parameters get their own groups, flagged
+            ``constant_lr=True`` for :func:`lr_multipliers`.
+
+    Returns:
+        Two groups (decay, no decay), plus the same two for the ``constant_lr`` modules when there are any.
+    """
+    prefixes = tuple(f"{name}." for name in constant_lr)
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {(c, d): [] for c in (False, True) for d in (True, False)}
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            groups[(name.startswith(prefixes) if prefixes else False, p.ndim > 1)].append(p)
+    out = []
+    for (constant, decay), params in groups.items():
+        if constant and not params:
             continue
-        (decay if p.ndim > 1 else no_decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
-    ]
+        group: dict = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+        if not decay:
+            group["lars_exclude"] = True
+        if constant:
+            group["constant_lr"] = True
+        out.append(group)
+    return out
+
+
+def lr_multipliers(groups: list[dict], total_steps: int, warmup_steps: int) -> list:
+    """One learning-rate multiplier per parameter group for ``LambdaLR``: :func:`warmup_cosine`, or for groups
+    flagged ``constant_lr`` the same warm-up followed by a constant 1."""
+
+    def constant(step: int) -> float:
+        return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+    def decayed(step: int) -> float:
+        return warmup_cosine(step, total_steps, warmup_steps)
+
+    return [constant if g.get("constant_lr") else decayed for g in groups]
 
 
 def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
@@ -103,7 +134,7 @@ def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float = 
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum)
     # Plain torch optimisers do not know the LARS-only key.
-    groups = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in groups]
+    groups = [{k: v for k, v in g.items() if k not in ("lars_exclude", "constant_lr")} for g in groups]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "adamw":
