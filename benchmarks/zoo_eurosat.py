@@ -76,9 +76,8 @@ def render(rows: dict) -> None:
         "before training. Peak RSS: the whole process (data in memory included). Rows accumulate over sessions; each names "
         "its commit (+dirty: uncommitted edits outside the training code at the time). The status column says why a row "
         "misses the +10 kNN bar; BYOL's shortfall at this budget is analysed in benchmarks/diagnostics/README.md. "
-        "Budgets differ: the rows of 2026-12-03 (vicreg, moco-v2, mmcr, dino) ran with --budget-min 13 to fit one "
-        "session; simsiam, moco-v3 and swav were re-run at 40 min on 2026-12-04; rows that fail at 13 min while still "
-        "learning need their 40-min run."
+        "Budgets differ: vicreg and mmcr (rows of 2026-12-03) ran with --budget-min 13 to fit one session and pass at "
+        "that budget; simsiam, moco-v3, swav, dino and moco-v2 ran at 40 min on 2026-12-04."
     )
     write_results("zoo_eurosat", "SSL methods on full EuroSAT under the same CPU budget", ordered,
                   ["method", "epochs", "train min", "kNN top-1", "linear top-1", "kNN gain vs random", "img/s (step)",
