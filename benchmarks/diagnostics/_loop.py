@@ -1,5 +1,6 @@
-"""Shared pieces of the manual-loop collapse diagnoses (``bam_variants.py``, ``swav_variants.py``): the variant string,
-a fixed 2,560-image EuroSAT training subset, and the per-step collapse statistics."""
+"""Shared pieces of the manual-loop collapse diagnoses (``bam_variants.py``, ``swav_variants.py``,
+``dino_variants.py``): the variant string, its method arguments and optimiser, a fixed 2,560-image EuroSAT training
+subset, and the per-step collapse statistics."""
 
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from _common import SHARED_DATA  # noqa: E402
 
 from geossl.data import load_data  # noqa: E402
 from geossl.eval.monitors import rankme  # noqa: E402
+from geossl.train.optim import build_optimizer, parameter_groups  # noqa: E402
 
 BATCH = 256
 
@@ -21,6 +23,18 @@ def parse_variant(argv: list[str]) -> tuple[str, dict[str, str], set[str], int]:
     opts = dict(p.split("=") for p in variant.split(",") if "=" in p)
     flags = {p for p in variant.split(",") if "=" not in p}
     return variant, opts, flags, steps
+
+
+def method_args(opts: dict[str, str]) -> dict[str, int | float]:
+    """The variant's ``m.NAME=VALUE`` options as method keyword arguments (integers where the value is one)."""
+    return {k[2:]: (int(v) if v.isdigit() else float(v)) for k, v in opts.items() if k.startswith("m.")}
+
+
+def variant_optimizer(method: torch.nn.Module, opts: dict[str, str], lr: float, weight_decay: float, name: str = "lars"):
+    """The variant's optimiser (``opt``, ``lr`` per 256 images, ``wd`` options, else the given defaults) and its lr."""
+    lr = float(opts.get("lr", lr)) * BATCH / 256
+    groups = parameter_groups(method, float(opts.get("wd", weight_decay)))
+    return build_optimizer(opts.get("opt", name), groups, lr), lr
 
 
 def train_subset(n_batches: int = 10):

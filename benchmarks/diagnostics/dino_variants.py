@@ -7,7 +7,7 @@ the first global crop's embeddings and RankMe.
 Usage: python benchmarks/diagnostics/dino_variants.py VARIANT STEPS
 VARIANT: comma-separated key=value pairs: ``opt`` (lars/sgd/adamw), ``lr`` (per 256 images), ``wd``, ``warm``
 (linear warm-up steps, default 38), ``total`` (steps of the simulated run, default 378), ``m.NAME`` (a method
-argument), e.g. ``opt=lars,lr=0.3`` (the defaults) or ``opt=adamw,lr=0.0005,wd=0.04`` (the paper's ViT recipe).
+argument), e.g. ``opt=lars,lr=0.3`` (the script's defaults, the method's old ones) or ``opt=adamw,lr=0.0005,wd=0.04`` (the paper's ViT recipe).
 """
 
 import sys
@@ -17,18 +17,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _loop import BATCH as bs  # noqa: E402
-from _loop import batch_views, collapse_stats, parse_variant, train_subset  # noqa: E402
+from _loop import batch_views, collapse_stats, method_args, parse_variant, train_subset, variant_optimizer  # noqa: E402
 from _protocol import method_and_views  # noqa: E402
 
-from geossl.train.optim import build_optimizer, parameter_groups, warmup_cosine  # noqa: E402
+from geossl.train.optim import warmup_cosine  # noqa: E402
 
 variant, opts, flags, steps = parse_variant(sys.argv)
 data, X = train_subset()
-margs = {k[2:]: (int(v) if v.isdigit() else float(v)) for k, v in opts.items() if k.startswith("m.")}
-method, augment = method_and_views("dino", data, margs)
-lr = float(opts.get("lr", 0.3)) * bs / 256
-opt = build_optimizer(opts.get("opt", "lars"), parameter_groups(method, float(opts.get("wd", 1e-6))), lr)
+method, augment = method_and_views("dino", data, method_args(opts))
+opt, lr = variant_optimizer(method, opts, lr=0.3, weight_decay=1e-6)
 warm, total = int(opts.get("warm", 38)), int(opts.get("total", 378))
 params = [p for p in method.parameters() if p.requires_grad]
 print(variant, "lr", lr, flush=True)

@@ -14,18 +14,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _loop import BATCH as bs  # noqa: E402
-from _loop import batch_views, collapse_stats, parse_variant, train_subset  # noqa: E402
+from _loop import batch_views, collapse_stats, method_args, parse_variant, train_subset, variant_optimizer  # noqa: E402
 from _protocol import method_and_views  # noqa: E402
 
-from geossl.train.optim import build_optimizer, parameter_groups, warmup_cosine  # noqa: E402
+from geossl.train.optim import warmup_cosine  # noqa: E402
 
 variant, opts, flags, steps = parse_variant(sys.argv)
 data, X = train_subset()
-margs = {k[2:]: (int(v) if v.isdigit() else float(v)) for k, v in opts.items() if k.startswith("m.")}
-method, augment = method_and_views("swav", data, margs)
-lr = float(opts.get("lr", 0.6)) * bs / 256
-opt = build_optimizer(opts.get("opt", "lars"), parameter_groups(method, float(opts.get("wd", 1e-6))), lr)
+method, augment = method_and_views("swav", data, method_args(opts))
+opt, lr = variant_optimizer(method, opts, lr=0.6, weight_decay=1e-6)
 warm, freeze = int(opts.get("warm", 0)), int(opts.get("freeze", 1))
 total = 10**6
 print(variant, "lr", lr, flush=True)

@@ -102,7 +102,7 @@ def parameter_groups(module: nn.Module, weight_decay: float, constant_lr: Iterab
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {(c, d): [] for c in (False, True) for d in (True, False)}
     for name, p in module.named_parameters():
         if p.requires_grad:
-            groups[(name.startswith(prefixes) if prefixes else False, p.ndim > 1)].append(p)
+            groups[(name.startswith(prefixes), p.ndim > 1)].append(p)
     out = []
     for (constant, decay), params in groups.items():
         if constant and not params:
@@ -121,7 +121,7 @@ def lr_multipliers(groups: list[dict], total_steps: int, warmup_steps: int) -> l
     flagged ``constant_lr`` the same warm-up followed by a constant 1."""
 
     def constant(step: int) -> float:
-        return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        return warmup_cosine(step, total_steps, warmup_steps, final_fraction=1.0)
 
     def decayed(step: int) -> float:
         return warmup_cosine(step, total_steps, warmup_steps)
