@@ -9,6 +9,7 @@ so the comparison isolates the method code. Measured:
   seed (``--seeds``), to check that accuracies agree within seed noise.
 
 Usage: python benchmarks/lightly_compare.py [--methods simclr,byol,barlow-twins] [--train --epochs 3 --seeds 0,1 --split 0.2,0.1,0.7]
+       [--impls geossl]   # retrain only geossl's side; lightly's kNN is kept from the saved row (same seeds, epochs)
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="also pretrain both implementations and compare accuracy")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--impls", default="geossl,lightly",
+                        help="which implementations to retrain with --train; the other keeps its numbers from the saved row "
+                             "(only when that row has the same seeds and epochs)")
     parser.add_argument("--split", default="0.6,0.2,0.2",
                         help="train,val,test fractions (stratified, seed 0); a smaller train part shortens --train")
     args = parser.parse_args()
@@ -101,11 +105,18 @@ def main() -> None:
         ours, theirs = step_throughput(name, data, args.batch_size, args.steps)
         row = {"method": name, "geossl img/s": ours, "lightly img/s": theirs, "ratio": ours / theirs}
         if args.train:
+            previous = accumulate("lightly_compare", None).get(name, {})
+            same_setup = previous.get("seeds") == args.seeds.replace(",", ", ") and previous.get("epochs") == args.epochs
+            for impl in {"geossl", "lightly"} - set(args.impls.split(",")):
+                if not same_setup or f"{impl} kNN mean" not in previous:
+                    raise SystemExit(f"no saved {impl} kNN for {name} with seeds {args.seeds} and {args.epochs} epochs; "
+                                     f"add {impl} to --impls")
+                row[f"{impl} kNN (seeds)"], row[f"{impl} kNN mean"] = previous[f"{impl} kNN (seeds)"], previous[f"{impl} kNN mean"]
             from geossl.train.config import PretrainConfig
             from geossl.train.evaluate import evaluate_checkpoint
             from geossl.train.run import pretrain
 
-            for impl in ("geossl", "lightly"):
+            for impl in [i for i in ("geossl", "lightly") if i in args.impls.split(",")]:
                 knn = []
                 for seed in (int(s) for s in args.seeds.split(",")):
                     method = name if impl == "geossl" else f"{name}-lightly"

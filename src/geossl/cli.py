@@ -106,6 +106,8 @@ def pretrain(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of options (flags override it)."),
     run_dir: Optional[str] = typer.Option(None, "--run-dir", "-o", help="Run directory (default runs/METHOD-DATA-BACKBONE)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Method argument KEY=VALUE, e.g. --set temperature=0.5."),
+    local_crops: Optional[int] = typer.Option(
+        None, "--local-crops", help="Multi-crop: N small local crops after the 2 global views (default: the method's; swav/dino 6)."),
     regularizer: Optional[str] = typer.Option(None, "--regularizer", help="Add a regulariser on every view's embeddings, e.g. t-reg."),
     reg_set: Optional[list[str]] = typer.Option(None, "--reg-set", help="Regulariser argument KEY=VALUE, e.g. --reg-set gamma=0.2."),
     skip_corrupt: bool = typer.Option(False, "--skip-corrupt", help="Skip unreadable images instead of stopping."),
@@ -130,7 +132,7 @@ def pretrain(
         devices=(int(devices) if devices and devices.isdigit() else devices), accelerator=accelerator,
         strategy=strategy, precision=precision,
         num_workers=(int(num_workers) if num_workers and num_workers.isdigit() else num_workers), seed=seed,
-        run_dir=run_dir, method_args=method_args or None,
+        run_dir=run_dir, method_args=method_args or None, local_crops=local_crops,
         regularizer=regularizer, regularizer_args=_parse_sets(reg_set, "--reg-set", "a regulariser argument") or None,
         skip_corrupt=skip_corrupt or None, download=download or None,
         online_eval=False if no_online_eval else None, progress=False if no_progress else None,
@@ -318,10 +320,10 @@ def info() -> None:
     from geossl.nn.backbones import BACKBONES
 
     typer.echo(f"geossl {geossl.__version__}  (torch {torch.__version__}, CUDA available: {torch.cuda.is_available()})")
-    typer.echo("\nmethods:")
+    typer.echo("\nmethods (* takes local crops: --local-crops N):")
     for name, cls in sorted(METHODS.items()):
         doc = (cls.__doc__ or "").strip().splitlines()[0]
-        typer.echo(f"  {name:<14} {doc}")
+        typer.echo(f"  {name:<13}{'*' if cls.supports_local_crops else ' '} {doc}")
     typer.echo("\nregularizers (--regularizer NAME, added to any method):")
     from geossl.methods.regularizers import REGULARIZERS, build_regularizer
 

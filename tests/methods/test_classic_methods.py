@@ -219,7 +219,9 @@ def test_moco_v2_shuffle_bn_groups_have_their_own_statistics():
 
 def test_wrong_number_of_views_and_bad_arguments():
     with pytest.raises(GeosslError, match="exactly 2 views"):
-        _build("byol").training_step(_views(3, k=3))
+        _build("moco-v3").training_step(_views(3, k=3))
+    with pytest.raises(GeosslError, match="at least 2 views"):
+        _build("byol").training_step(_views(3, k=1))
     with pytest.raises(GeosslError, match="at least 2 views"):
         _build("mmcr").training_step(_views(3, k=1))
     with pytest.raises(GeosslError, match="momentum"):

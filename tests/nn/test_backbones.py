@@ -37,6 +37,26 @@ def test_projection_head_shapes_and_bias_before_batchnorm():
     assert head[0].bias is None and head[-1].bias is not None
 
 
+def test_output_batchnorm_standardises_and_is_affine_only_on_request():
+    plain = ProjectionHead((16, 32, 8), last_batch_norm=True)
+    z = plain.train()(torch.randn(64, 16))
+    assert torch.allclose(z.mean(0), torch.zeros(8), atol=1e-5)
+    assert torch.allclose(z.std(0, unbiased=False), torch.ones(8), atol=1e-3)
+    assert plain[-1].weight is None and plain[-2].bias is None
+    assert ProjectionHead((16, 32, 8), last_batch_norm=True, last_affine=True)[-1].weight.shape == (8,)
+
+
+def test_simclr_head_has_the_parameters_of_lightlys():
+    """Same layers as lightly's SimCLR head (SimCLR v2: BatchNorm on the output too), so the two train alike."""
+    lightly_heads = pytest.importorskip("lightly.models.modules.heads")
+    from geossl.nn.heads import SimCLRProjectionHead
+
+    ours, theirs = SimCLRProjectionHead(64, 128, 32), lightly_heads.SimCLRProjectionHead(64, 128, 32)
+    assert [p.shape for p in ours.parameters()] == [p.shape for p in theirs.parameters()]
+    leaves = lambda head: [type(m) for m in head.modules() if not list(m.children())]  # noqa: E731
+    assert leaves(ours) == leaves(theirs)
+
+
 def test_cosine_momentum_and_ema_update():
     assert cosine_momentum(0, 100, 0.99) == pytest.approx(0.99)
     assert cosine_momentum(100, 100, 0.99) == pytest.approx(1.0)

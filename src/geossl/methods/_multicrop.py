@@ -1,10 +1,16 @@
-"""Multi-crop helpers shared by SwAV and DINO (Caron et al. 2020, §3.2; Caron et al. 2021, §3.1).
+"""Multi-crop helpers shared by the methods (Caron et al. 2020, §3.2; Caron et al. 2021, §3.1).
 
 Multi-crop adds V_l small "local" crops to the 2 "global" crops: more views per image at little extra cost,
 because the local crops are small. The backbone (global-average-pooled) accepts any resolution, but one batch
 must have one resolution, so views are grouped by size and each group goes through the backbone once, as DINO's
 ``MultiCropWrapper`` does. BatchNorm therefore normalises each resolution group with its own statistics, as in
 the authors' code.
+
+SwAV and DINO are defined for multi-crop. The two-view methods (SimCLR, BYOL, SimSiam, Barlow Twins, VICReg) take
+local crops as SwAV's paper applies multi-crop to SimCLR (§4.1, Fig. 3): the first two views are the global ones, and
+the two-view loss is averaged over the pairs that contain a global view (:func:`view_pairs`), or, for methods that
+predict a target (BYOL, SimSiam), over every (view, other global view) direction (:func:`prediction_pairs`); only the
+global views make targets, as DINO's teacher sees only the global crops.
 """
 
 from __future__ import annotations
@@ -79,6 +85,46 @@ def multicrop_forward(backbone: nn.Module, views: Sequence[torch.Tensor]) -> lis
         for i, f in zip(idx, feats.split([views[i].shape[0] for i in idx])):
             out[i] = f
     return out  # type: ignore[return-value]
+
+
+def view_pairs(n_views: int, n_global: int = 2) -> list[tuple[int, int]]:
+    """Unordered pairs ``(i, j)``, ``i < j``, of views of which ``i`` is a global one.
+
+    Two views give ``[(0, 1)]``, so a method's multi-crop loss (the mean over these pairs) is its two-view loss.
+    ``V`` views give ``1 + 2 (V - 2)`` pairs: the two globals together, and each global with each local.
+    """
+    return [(i, j) for i in range(min(n_global, n_views)) for j in range(i + 1, n_views)]
+
+
+def prediction_pairs(n_views: int, n_global: int = 2) -> list[tuple[int, int]]:
+    """Directions ``(source, target)``: every view predicts every global view but itself.
+
+    Two views give ``[(1, 0), (0, 1)]``, the two terms of a symmetrised BYOL/SimSiam loss; ``V`` views give
+    ``2 (V - 1)``.
+    """
+    return [(j, g) for g in range(min(n_global, n_views)) for j in range(n_views) if j != g]
+
+
+def project_views(backbone: nn.Module, projector: nn.Module, views: Sequence[torch.Tensor]) -> tuple[list, list]:
+    """Backbone features and projections of every view.
+
+    The backbone runs once per resolution (:func:`multicrop_forward`); the projector runs once on all views, so its
+    BatchNorm sees them together, as in the two-view methods.
+
+    Returns:
+        (features, projections): two lists of V tensors, (B_v, D) and (B_v, E), in the order of ``views``.
+    """
+    feats = multicrop_forward(backbone, views)
+    z = projector(torch.cat(feats)).split([f.shape[0] for f in feats])
+    return feats, list(z)
+
+
+def check_views(method: str, views: Sequence[torch.Tensor], local_crops: bool) -> None:
+    """One-line errors for a view list the method cannot take (fewer than 2; more, without local-crop support)."""
+    if len(views) < 2 or (len(views) > 2 and not local_crops):
+        wanted = "at least 2 views (2 global, then local crops)" if local_crops else "exactly 2 views (no local crops)"
+        raise GeosslError(f"{method} needs {wanted}, got {len(views)}; configure two views" +
+                          (" or add local crops with --local-crops" if local_crops else ""))
 
 
 def scale_grad(x: torch.Tensor, factor: float) -> torch.Tensor:

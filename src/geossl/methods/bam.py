@@ -67,6 +67,7 @@ class BAM(Method):
     """
 
     name = "bam"
+    supports_local_crops = True
     defaults: ClassVar[dict[str, Any]] = {
         "hidden_dim": 2048,
         "projection_dim": 256,

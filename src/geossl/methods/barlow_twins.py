@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geossl.errors import GeosslError
 from geossl.losses.barlow_twins import BarlowTwinsLoss
+from geossl.methods._multicrop import check_views, project_views, view_pairs
 from geossl.methods.base import Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.heads import ProjectionHead
@@ -40,6 +40,7 @@ class BarlowTwins(Method):
     #: solo-learn's small-image recipe (ResNet-18, CIFAR, 2048-wide projector) for LARS with trust coefficient
     #: 0.02, the engine's; the paper's lr 0.2 / wd 1.5e-6 go with trust 0.001 and the 8192-wide projector.
     optim_defaults = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4}
+    supports_local_crops = True
 
     def __init__(
         self,
@@ -54,9 +55,9 @@ class BarlowTwins(Method):
         self.criterion = BarlowTwinsLoss(lambda_=lambda_, gather=gather)
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise GeosslError(f"Barlow Twins needs exactly 2 views, got {len(views)}; configure two views")
-        h = self.backbone(torch.cat(views))
-        z_a, z_b = self.projector(h).chunk(2)
-        loss = self.criterion(z_a, z_b)
-        return StepOutput(loss=loss, features=h[: len(z_a)].detach(), embeddings=z_a.detach(), branches=[z_a, z_b])
+        """The loss of the two views; with local crops, its mean over the pairs with a global view."""
+        check_views("Barlow Twins", views, local_crops=True)
+        h, z = project_views(self.backbone, self.projector, views)
+        pairs = view_pairs(len(views))
+        loss = sum(self.criterion(z[i], z[j]) for i, j in pairs) / len(pairs)
+        return StepOutput(loss=loss, features=h[0].detach(), embeddings=z[0].detach(), branches=z[:2])

@@ -64,6 +64,9 @@ class Method(nn.Module):
     #: Submodules whose learning rate is not decayed after the warm-up (SimSiam's predictor); see
     #: :func:`geossl.train.optim.parameter_groups`.
     constant_lr_modules: ClassVar[tuple[str, ...]] = ()
+    #: Whether ``training_step`` takes local crops after the 2 global views (multi-crop, ``--local-crops N``); see
+    #: :mod:`geossl.methods._multicrop` for how the two-view methods use them.
+    supports_local_crops: ClassVar[bool] = False
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()

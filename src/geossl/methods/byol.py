@@ -8,6 +8,7 @@ from torch import nn
 from geossl.augment.views import ViewConfig
 from geossl.errors import GeosslError
 from geossl.losses.negative_cosine import NegativeCosineSimilarity
+from geossl.methods._multicrop import check_views, prediction_pairs, project_views
 from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.ema import cosine_momentum, ema_update, make_teacher
@@ -41,6 +42,7 @@ class BYOL(Method):
     #: paper's lr 0.2 / wd 1.5e-6 go with trust 0.001 and ImageNet-scale schedules.
     optim_defaults = {"optimizer": "lars", "lr": 1.0, "weight_decay": 1e-5}
     regularizer_defaults = SCALE_FREE_TREG
+    supports_local_crops = True
 
     def __init__(self, backbone: nn.Module, hidden_dim: int = 4096, projection_dim: int = 256, momentum: float = 0.996) -> None:
         super().__init__(backbone)
@@ -63,17 +65,17 @@ class BYOL(Method):
         return [ViewConfig(blur=1.0, **common), ViewConfig(blur=0.1, **common)]
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise GeosslError(f"BYOL needs exactly 2 views, got {len(views)}; configure two views")
-        x = torch.cat(views)
-        h = self.backbone(x)
-        z = self.projector(h)
-        q_a, q_b = self.predictor(z).chunk(2)
+        """L(q_a, z'_b) + L(q_b, z'_a); with local crops, the same total weight spread over every view j predicting
+        every global view g ≠ j (the target network sees the global views only)."""
+        check_views("BYOL", views, local_crops=True)
+        h, z = project_views(self.backbone, self.projector, views)
+        q = self.predictor(torch.cat(z)).split([v.shape[0] for v in z])
         with torch.no_grad():
-            t_a, t_b = self.teacher_projector(self.teacher_backbone(x)).chunk(2)
-        loss = self.criterion(q_a, t_b) + self.criterion(q_b, t_a)
-        n = views[0].shape[0]
-        return StepOutput(loss=loss, features=h[:n].detach(), embeddings=z[:n].detach(), branches=list(z.chunk(2)))
+            targets = self.teacher_projector(self.teacher_backbone(torch.cat(views[:2]))).chunk(2)
+        pairs = prediction_pairs(len(views))
+        # The paper's loss sums its two directions: keep that total weight, 2, whatever the number of directions.
+        loss = sum(self.criterion(q[j], targets[g]) for j, g in pairs) * (2 / len(pairs))
+        return StepOutput(loss=loss, features=h[0].detach(), embeddings=z[0].detach(), branches=z[:2])
 
     def on_optimizer_step(self, step: int, total_steps: int) -> None:
         """EMA update of the target network, momentum 0.996 → 1 (cosine, paper eq. in §3.2)."""

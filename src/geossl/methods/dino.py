@@ -117,6 +117,7 @@ class DINO(Method):
     """
 
     name = "dino"
+    supports_local_crops = True
     defaults = {
         "out_dim": 4096,
         "hidden_dim": 2048,

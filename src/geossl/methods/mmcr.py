@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geossl.errors import GeosslError
 from geossl.losses.mmcr import MMCRLoss
+from geossl.methods._multicrop import check_views, project_views
 from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.heads import ProjectionHead
@@ -37,6 +37,7 @@ class MMCR(Method):
     defaults = {"hidden_dim": 512, "projection_dim": 128, "lambda_": 0.0}
     optim_defaults = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-6}
     regularizer_defaults = SCALE_FREE_TREG
+    supports_local_crops = True
 
     def __init__(
         self,
@@ -51,10 +52,7 @@ class MMCR(Method):
         self.criterion = MMCRLoss(lambda_=lambda_, gather=gather)
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) < 2:
-            raise GeosslError(f"MMCR needs at least 2 views, got {len(views)}; configure two or more views")
-        n = views[0].shape[0]
-        h = self.backbone(torch.cat(views))
-        z = self.projector(h)
-        loss = self.criterion(z.view(len(views), n, -1).transpose(0, 1))  # (K·N, d) → (N, K, d)
-        return StepOutput(loss=loss, features=h[:n].detach(), embeddings=z[:n].detach(), branches=list(z.chunk(len(views))))
+        check_views("MMCR", views, local_crops=True)
+        h, z = project_views(self.backbone, self.projector, views)  # local crops: one more view each, at their size
+        loss = self.criterion(torch.stack(z, dim=1))  # (N, K, d)
+        return StepOutput(loss=loss, features=h[0].detach(), embeddings=z[0].detach(), branches=z)

@@ -15,7 +15,7 @@ from geossl.nn.heads import ProjectionHead
 
 def _check_two_views(views: list[torch.Tensor], name: str) -> None:
     if len(views) != 2:
-        raise GeosslError(f"{name} needs exactly 2 views, got {len(views)}; configure two views")
+        raise GeosslError(f"{name} needs exactly 2 views (no local crops), got {len(views)}; configure two views")
 
 
 def _check_momentum(momentum: float) -> None:

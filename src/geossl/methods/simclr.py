@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from geossl.losses.contrastive import NTXentLoss
+from geossl.methods._multicrop import check_views, project_views, view_pairs
 from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.heads import SimCLRProjectionHead
@@ -24,6 +25,7 @@ class SimCLR(Method):
 
     Both views go through the backbone in one forward pass, so BatchNorm sees the 2N views
     together (as SimCLR's global BN) and the step costs exactly a backbone forward+backward.
+    Local crops (multi-crop, ``--local-crops N``) are taken after the two global views.
 
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
@@ -37,6 +39,7 @@ class SimCLR(Method):
     defaults = {"temperature": 0.2, "hidden_dim": 2048, "projection_dim": 128}
     optim_defaults = {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-6}
     regularizer_defaults = SCALE_FREE_TREG
+    supports_local_crops = True
 
     def __init__(
         self,
@@ -51,8 +54,9 @@ class SimCLR(Method):
         self.criterion = NTXentLoss(temperature=temperature, gather=gather)
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
-        x_a, x_b = views
-        h = self.backbone(torch.cat([x_a, x_b]))
-        z_a, z_b = self.projector(h).chunk(2)
-        loss = self.criterion(z_a, z_b)
-        return StepOutput(loss=loss, features=h[: len(x_a)].detach(), embeddings=z_a.detach(), branches=[z_a, z_b])
+        """NT-Xent of the two views; with local crops, its mean over the pairs with a global view (SwAV §4.1)."""
+        check_views("SimCLR", views, local_crops=True)
+        h, z = project_views(self.backbone, self.projector, views)
+        pairs = view_pairs(len(views))
+        loss = sum(self.criterion(z[i], z[j]) for i, j in pairs) / len(pairs)
+        return StepOutput(loss=loss, features=h[0].detach(), embeddings=z[0].detach(), branches=z[:2])

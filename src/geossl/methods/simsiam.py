@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geossl.errors import GeosslError
 from geossl.losses.negative_cosine import NegativeCosineSimilarity
+from geossl.methods._multicrop import check_views, prediction_pairs, project_views
 from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.heads import ProjectionHead
@@ -39,6 +39,7 @@ class SimSiam(Method):
     regularizer_defaults = SCALE_FREE_TREG
     #: The paper's fixed predictor learning rate (§4.2, Table 1c: 68.1 against 67.7 with the decayed lr).
     constant_lr_modules = ("predictor",)
+    supports_local_crops = True
 
     def __init__(self, backbone: nn.Module, projection_dim: int = 2048, prediction_dim: int = 512, stop_gradient: bool = True) -> None:
         super().__init__(backbone)
@@ -49,12 +50,11 @@ class SimSiam(Method):
         self.stop_gradient = stop_gradient
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise GeosslError(f"SimSiam needs exactly 2 views, got {len(views)}; configure two views")
-        h = self.backbone(torch.cat(views))
-        z = self.projector(h)
-        p_a, p_b = self.predictor(z).chunk(2)
-        z_a, z_b = z.chunk(2)
-        t_a, t_b = (z_a.detach(), z_b.detach()) if self.stop_gradient else (z_a, z_b)
-        loss = 0.5 * self.criterion(p_a, t_b) + 0.5 * self.criterion(p_b, t_a)
-        return StepOutput(loss=loss, features=h[: len(z_a)].detach(), embeddings=z_a.detach(), branches=[z_a, z_b])
+        """½ D(p_a, sg(z_b)) + ½ D(p_b, sg(z_a)); with local crops, the mean of D(p_j, sg(z_g)) over every view j
+        and global view g ≠ j (only the global views make targets)."""
+        check_views("SimSiam", views, local_crops=True)
+        h, z = project_views(self.backbone, self.projector, views)
+        p = self.predictor(torch.cat(z)).split([v.shape[0] for v in z])
+        pairs = prediction_pairs(len(views))
+        loss = sum(self.criterion(p[j], z[g].detach() if self.stop_gradient else z[g]) for j, g in pairs) / len(pairs)
+        return StepOutput(loss=loss, features=h[0].detach(), embeddings=z[0].detach(), branches=z[:2])

@@ -87,6 +87,7 @@ class SwAV(Method):
     """
 
     name = "swav"
+    supports_local_crops = True
     defaults = {
         "temperature": 0.1,
         "sinkhorn_eps": 0.05,

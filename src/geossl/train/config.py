@@ -60,6 +60,7 @@ class PretrainConfig:
     num_workers: int | str = "auto"
     seed: int = 0
     views: list[dict[str, Any]] | None = None
+    local_crops: int | None = None  # multi-crop: local crops after the 2 global views; None: the method's default
     online_eval: bool = True
     online_eval_every: int = 1
     knn_k: int = 20

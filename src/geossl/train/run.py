@@ -28,7 +28,7 @@ import torch
 from geossl.data import DataSplits, load_data
 from geossl.errors import GeosslError, unknown_name_error
 from geossl.methods.regularizers import build_regularizer
-from geossl.methods.registry import get_method
+from geossl.methods.registry import METHODS, get_method
 from geossl.nn.backbones import BACKBONES
 from geossl.train.config import PretrainConfig, config_differences, load_yaml_config, save_yaml_config
 from geossl.train.optim import OPTIMIZERS
@@ -103,8 +103,30 @@ def resolve_config(config: PretrainConfig, data: DataSplits) -> PretrainConfig:
         d["gradient_clip"] = method_cls.optim_defaults.get("gradient_clip")
     if d["views"] is None:
         overhead = data.name not in TORCHVISION_NATURAL
-        d["views"] = [v.to_dict() for v in method_cls.default_views(data.image_size[0], overhead)]
+        d["views"] = [v.to_dict() for v in default_views(method_cls, data.image_size[0], overhead, config.local_crops)]
     return PretrainConfig.from_dict(d)
+
+
+def default_views(method_cls: type, image_size: int, overhead: bool, local_crops: int | None) -> list:
+    """The method's views, with ``local_crops`` local crops after the 2 global views when given.
+
+    Methods defined with multi-crop (SwAV, DINO, BAM) build their own local crops. For the others the local crops are
+    the first global view's augmentations at 96/224 of the image size with SwAV's crop scale 0.05-0.14 and the blur
+    probability 0.5 of SwAV's and DINO's local crops (Caron et al. 2020, §3.2; 2021, App.).
+    """
+    import dataclasses
+    import inspect
+
+    from geossl.methods._multicrop import local_crop_size
+
+    if local_crops is not None and "n_local" in inspect.signature(method_cls.default_views).parameters:
+        return method_cls.default_views(image_size, overhead, n_local=local_crops)
+    views = method_cls.default_views(image_size, overhead)
+    if local_crops:
+        local = dataclasses.replace(views[0], size=local_crop_size(image_size), crop_scale=(0.05, 0.14),
+                                    blur=0.5 if views[0].blur > 0 else 0.0)
+        views = views[:2] + [local] * local_crops
+    return views
 
 
 def validate_config(config: PretrainConfig) -> None:
@@ -121,6 +143,17 @@ def validate_config(config: PretrainConfig) -> None:
             raise GeosslError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(config, key)}")
     if config.lr is not None and config.lr <= 0:
         raise GeosslError(f"--lr must be positive, got {config.lr}")
+    local = config.local_crops
+    if local is not None:
+        if isinstance(local, bool) or not isinstance(local, int) or local < 0:
+            raise GeosslError(f"--local-crops must be a non-negative integer, got {local!r}")
+        if local > 0 and not get_method(config.method).supports_local_crops:
+            able = sorted(name for name, cls in METHODS.items() if cls.supports_local_crops)
+            raise GeosslError(f"method '{config.method}' takes exactly 2 views, no local crops; drop --local-crops or use "
+                              f"one of {', '.join(able)}")
+        if config.views is not None and len(config.views) != 2 + local:
+            raise GeosslError(f"--local-crops {local} conflicts with the {len(config.views)} views of the config; "
+                              "give either 'views' or 'local_crops'")
 
 
 def default_run_dir(config: PretrainConfig, data_name: str) -> Path:
