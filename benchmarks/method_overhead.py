@@ -13,12 +13,13 @@ Usage: python benchmarks/method_overhead.py [--methods simclr,byol,...] [--batch
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
 import torch
-from _common import SHARED_DATA, write_results
-from _protocol import method_and_views
+from _common import RESULTS, SHARED_DATA, commit, write_results
+from _protocol import accumulate, method_and_views
 
 from geossl.data import load_data
 from geossl.methods.registry import METHODS
@@ -106,7 +107,16 @@ def main() -> None:
     images = torch.stack([data.train[i][0] for i in range(args.batch_size)])
     if args.image_size:
         images = torch.nn.functional.interpolate(images.float(), size=args.image_size, mode="bilinear", antialias=False)
-    rows = [measure(name, data, images, args.steps) for name in args.methods.split(",")]
+    stamp = f"{commit()} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"
+    rows_by_method = accumulate(args.name, None)  # re-measuring some methods keeps the others' rows
+    previous = RESULTS / f"{args.name}.json"
+    if previous.exists():  # rows from before the "measured" column: the file's own commit and date
+        m = json.loads(previous.read_text())["machine"]
+        for r in rows_by_method.values():
+            r.setdefault("measured", f"{m['commit']} {m['date'].removesuffix(' UTC')}")
+    for name in args.methods.split(","):
+        rows_by_method[name] = {**measure(name, data, images, args.steps), "measured": stamp}
+    rows = [rows_by_method[m] for m in sorted(rows_by_method)]
     notes = (
         f"Data: {data.name}, {images.shape[-1]} px, {data.num_bands} bands; batch {args.batch_size}; ResNet-18 (standard stem), "
         f"channels_last; each method with its default views and heads; {args.steps} timed steps per measure, interleaved, medians.\n"
@@ -114,10 +124,12 @@ def main() -> None:
         "step on the same fixed views (heads, loss, backward, SGD step, EMA/queue updates). views s: making the views from the "
         "raw batch (the method's augmentation recipe), timed apart; images/s counts it. Target: ratio <= 1.15 for methods without multi-crop. "
         "For teacher methods the last-but-one column divides by bare + one no-grad backbone forward of the views (the teacher's "
-        "pass, which the method cannot avoid)."
+        "pass, which the method cannot avoid). Rows accumulate: each names the commit and time it was measured at; "
+        "compare ratios, not seconds, across rows measured at different times (the shared machine's speed varies)."
     )
     write_results(args.name, f"SSL method step time against the bare backbone ({images.shape[-1]} px)", rows,
-                  ["method", "views", "bare s", "method s", "ratio", "ratio vs bare+teacher fwd", "views s", "images/s (with views)"], notes)
+                  ["method", "views", "bare s", "method s", "ratio", "ratio vs bare+teacher fwd", "views s", "images/s (with views)",
+                   "measured"], notes)
     print(notes)
 
 
