@@ -79,6 +79,7 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
             method_args: dict | None = None, regularizer: str | None = None, tag: str | None = None,
             regularizer_args: dict | None = None) -> dict[str, Any]:
     """Pretrain ``name`` within the budget, evaluate it and its random-init twin, and return the table row."""
+    started_on = commit()  # the code that runs; HEAD may move during a 40-minute run
     step_s = train_step_seconds(name, data, batch_size, method_args, regularizer, regularizer_args=regularizer_args)
     epoch_s = step_s * (len(data.train) // batch_size)
     # 8% of the budget is kept for the online kNN evaluations and checkpoints
@@ -117,7 +118,7 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
         "peak RSS GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "final loss": float(result.metrics.get("train/loss", float("nan"))),
         "seed": seed,
-        "commit": commit(),
+        "commit": started_on,
         "random kNN": top1(True, "knn"),
         "random linear": top1(True, "linear"),
     }
