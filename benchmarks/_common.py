@@ -19,6 +19,12 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("GEOSSL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def add_data_argument(parser) -> None:
+    """``--data``: the full EuroSAT RGB set when ../shared/data has it, else the built-in sample."""
+    full = SHARED_DATA / "EuroSAT_RGB"
+    parser.add_argument("--data", default=str(full) if full.is_dir() else "eurosat-sample")
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     cpu = platform.processor() or platform.machine()

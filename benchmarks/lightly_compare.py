@@ -19,7 +19,7 @@ import statistics
 import time
 
 import torch
-from _common import REPO, SHARED_DATA, write_results
+from _common import REPO, add_data_argument, write_results
 from _protocol import accumulate, method_and_views
 
 from geossl.data import load_data
@@ -83,8 +83,7 @@ def step_throughput(name: str, data, batch_size: int, n_steps: int) -> tuple[flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_data = SHARED_DATA / "EuroSAT_RGB"
-    parser.add_argument("--data", default=str(default_data) if default_data.is_dir() else "eurosat-sample")
+    add_data_argument(parser)
     parser.add_argument("--methods", default="simclr,byol,barlow-twins")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=6)
@@ -100,7 +99,7 @@ def main() -> None:
 
     split = tuple(float(f) for f in args.split.split(","))
     data = load_data(args.data, split=split, seed=0)
-    rows: dict[str, dict] = {}
+    rows = accumulate("lightly_compare", None)  # the other methods' saved rows are kept
     for name in args.methods.split(","):
         ours, theirs = step_throughput(name, data, args.batch_size, args.steps)
         row = {"method": name, "geossl img/s": ours, "lightly img/s": theirs, "ratio": ours / theirs}
@@ -129,7 +128,7 @@ def main() -> None:
                 row[f"{impl} kNN mean"] = statistics.fmean(knn)
             row["seeds"], row["epochs"] = args.seeds.replace(",", ", "), args.epochs
         print(row, flush=True)
-        rows = accumulate("lightly_compare", row)
+        rows[name] = row
     columns = ["method", "geossl img/s", "lightly img/s", "ratio"]
     if args.train:
         columns += ["seeds", "epochs", "geossl kNN (seeds)", "lightly kNN (seeds)", "geossl kNN mean", "lightly kNN mean"]

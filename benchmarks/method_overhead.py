@@ -18,7 +18,7 @@ import statistics
 import time
 
 import torch
-from _common import RESULTS, SHARED_DATA, commit, write_results
+from _common import RESULTS, add_data_argument, commit, write_results
 from _protocol import accumulate, method_and_views
 
 from geossl.data import load_data
@@ -94,8 +94,7 @@ def measure(name: str, data, images: torch.Tensor, n_steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_data = SHARED_DATA / "EuroSAT_RGB"
-    parser.add_argument("--data", default=str(default_data) if default_data.is_dir() else "eurosat-sample")
+    add_data_argument(parser)
     parser.add_argument("--methods", default=",".join(sorted(METHODS)))
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=6)

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from _common import SHARED_DATA, write_results
+from _common import add_data_argument, write_results
 from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment
 from geossl.data import load_data
 from geossl.methods import SimCLR
@@ -39,8 +39,7 @@ def _time_steps(step, n_steps: int, warmup: int = 2) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_data = SHARED_DATA / "EuroSAT_RGB"
-    parser.add_argument("--data", default=str(default_data) if default_data.is_dir() else "eurosat-sample")
+    add_data_argument(parser)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()

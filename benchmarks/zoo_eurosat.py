@@ -77,7 +77,8 @@ def render(rows: dict) -> None:
         "its commit (+dirty: uncommitted edits outside the training code at the time). The status column says why a row "
         "misses the +10 kNN bar; BYOL's shortfall at this budget is analysed in benchmarks/diagnostics/README.md. "
         "Budgets differ: vicreg and mmcr (rows of 2026-12-03) ran with --budget-min 13 to fit one session and pass at "
-        "that budget; simsiam, moco-v3, swav, dino and moco-v2 ran at 40 min on 2026-12-04."
+        "that budget; simsiam, moco-v3, swav, dino and moco-v2 ran at 40 min on 2026-12-04; simclr was rerun on 2026-12-04 "
+        "with --epochs 13, the epochs of its earlier 30-min row, after its projector gained the output BatchNorm."
     )
     write_results("zoo_eurosat", "SSL methods on full EuroSAT under the same CPU budget", ordered,
                   ["method", "epochs", "train min", "kNN top-1", "linear top-1", "kNN gain vs random", "img/s (step)",
