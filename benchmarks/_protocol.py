@@ -141,6 +141,17 @@ def _store_baseline(key: str, values: dict[str, float]) -> None:
     BASELINE_CACHE.write_text(json.dumps(cache, indent=1))
 
 
+def short_run_knn(method: str, data, data_path: str, *, split: tuple, epochs: int, batch_size: int, seed: int,
+                  run_name: str, **config: Any) -> tuple[float, Path]:
+    """Pretrain a short run in ``benchmarks/runs/RUN_NAME`` (resumed, so reused when finished) and return the kNN
+    top-1 of its last checkpoint on the test part, with the run directory. ``config``: more PretrainConfig fields."""
+    run = RUNS / run_name
+    pretrain(PretrainConfig(method=method, data=data_path, epochs=epochs, batch_size=batch_size, seed=seed, split=list(split),
+                            run_dir=str(run), online_eval=False, progress=False, **config), data=data)
+    ev = evaluate_checkpoint(run, prefer="last", plots=False, protocols=["knn"])
+    return float(ev.rows[0]["top1"]), run
+
+
 def accumulate(json_name: str, row: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """Rows of ``results/JSON_NAME.json`` by method label, with ``row`` added or replaced."""
     path: Path = RESULTS / f"{json_name}.json"

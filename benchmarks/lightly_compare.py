@@ -19,8 +19,8 @@ import statistics
 import time
 
 import torch
-from _common import REPO, add_data_argument, write_results
-from _protocol import accumulate, method_and_views
+from _common import add_data_argument, write_results
+from _protocol import accumulate, method_and_views, short_run_knn
 
 from geossl.data import load_data
 from geossl.methods.registry import METHODS
@@ -104,26 +104,18 @@ def main() -> None:
         ours, theirs = step_throughput(name, data, args.batch_size, args.steps)
         row = {"method": name, "geossl img/s": ours, "lightly img/s": theirs, "ratio": ours / theirs}
         if args.train:
-            previous = accumulate("lightly_compare", None).get(name, {})
+            previous = rows.get(name, {})
             same_setup = previous.get("seeds") == args.seeds.replace(",", ", ") and previous.get("epochs") == args.epochs
             for impl in {"geossl", "lightly"} - set(args.impls.split(",")):
                 if not same_setup or f"{impl} kNN mean" not in previous:
                     raise SystemExit(f"no saved {impl} kNN for {name} with seeds {args.seeds} and {args.epochs} epochs; "
                                      f"add {impl} to --impls")
                 row[f"{impl} kNN (seeds)"], row[f"{impl} kNN mean"] = previous[f"{impl} kNN (seeds)"], previous[f"{impl} kNN mean"]
-            from geossl.train.config import PretrainConfig
-            from geossl.train.evaluate import evaluate_checkpoint
-            from geossl.train.run import pretrain
-
             for impl in [i for i in ("geossl", "lightly") if i in args.impls.split(",")]:
-                knn = []
-                for seed in (int(s) for s in args.seeds.split(",")):
-                    method = name if impl == "geossl" else f"{name}-lightly"
-                    run = REPO / "benchmarks" / "runs" / f"lightly-compare-{method}-{args.epochs}ep-seed{seed}"
-                    pretrain(PretrainConfig(method=method, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-                                            seed=seed, split=list(split), run_dir=str(run), online_eval=False, progress=False), data=data)
-                    ev = evaluate_checkpoint(run, prefer="last", plots=False, protocols=["knn"])
-                    knn.append(float(ev.rows[0]["top1"]))
+                method = name if impl == "geossl" else f"{name}-lightly"
+                knn = [short_run_knn(method, data, args.data, split=split, epochs=args.epochs, batch_size=args.batch_size,
+                                     seed=seed, run_name=f"lightly-compare-{method}-{args.epochs}ep-seed{seed}")[0]
+                       for seed in (int(s) for s in args.seeds.split(","))]
                 row[f"{impl} kNN (seeds)"] = ", ".join(f"{k:.2f}" for k in knn)
                 row[f"{impl} kNN mean"] = statistics.fmean(knn)
             row["seeds"], row["epochs"] = args.seeds.replace(",", ", "), args.epochs

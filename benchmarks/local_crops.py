@@ -15,13 +15,10 @@ import argparse
 import csv
 import statistics
 
-from _common import REPO, add_data_argument, write_results
-from _protocol import accumulate
+from _common import add_data_argument, write_results
+from _protocol import accumulate, short_run_knn
 
 from geossl.data import load_data
-from geossl.train.config import PretrainConfig
-from geossl.train.evaluate import evaluate_checkpoint
-from geossl.train.run import pretrain
 
 
 def train_images_per_s(run) -> float:
@@ -50,13 +47,11 @@ def main() -> None:
             knn, speed = [], []
             for seed in seeds:
                 suffix = "" if local == 0 else f"-local{local}"
-                run = REPO / "benchmarks" / "runs" / f"lightly-compare-{name}-{args.epochs}ep-seed{seed}{suffix}"
-                pretrain(PretrainConfig(method=name, data=args.data, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
-                                        split=list(split), run_dir=str(run), online_eval=False, progress=False,
-                                        local_crops=local or None), data=data)
+                top1, run = short_run_knn(name, data, args.data, split=split, epochs=args.epochs, batch_size=args.batch_size,
+                                          seed=seed, run_name=f"lightly-compare-{name}-{args.epochs}ep-seed{seed}{suffix}",
+                                          local_crops=local or None)
+                knn.append(top1)
                 speed.append(train_images_per_s(run))
-                ev = evaluate_checkpoint(run, prefer="last", plots=False, protocols=["knn"])
-                knn.append(float(ev.rows[0]["top1"]))
             row = {"method": f"{name} + {local} local" if local else name, "local crops": local, "epochs": args.epochs,
                    "seeds": ", ".join(map(str, seeds)), "kNN (seeds)": ", ".join(f"{k:.2f}" for k in knn),
                    "kNN mean": statistics.fmean(knn), "train img/s (mean)": statistics.fmean(speed)}

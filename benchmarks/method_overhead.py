@@ -16,6 +16,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from _common import RESULTS, add_data_argument, commit, write_results
@@ -41,16 +42,15 @@ def _has_teacher(method: torch.nn.Module) -> bool:
     return any(not p.requires_grad for p in method.parameters())
 
 
-def measure(name: str, data, images: torch.Tensor, n_steps: int) -> dict:
-    method, augment = method_and_views(name, data, image_size=images.shape[-1])
-    method.train()
+def step_functions(method: torch.nn.Module, fixed: list[torch.Tensor]) -> dict[str, Callable[[], None]]:
+    """The steps compared on the same fixed views: ``bare`` (backbone forward+backward+SGD step, one pass per
+    resolution), ``bare+fwd`` (the same and one no-grad backbone forward, what a teacher adds) and ``method`` (the
+    method's full step with its optimiser-step hook)."""
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-    fixed = [v.contiguous(memory_format=torch.channels_last) for v in augment(images)]
     groups: dict[tuple, list] = {}
     for v in fixed:
         groups.setdefault(tuple(v.shape[-2:]), []).append(v)
     batches = [torch.cat(g) for g in groups.values()]
-    teacher = _has_teacher(method)
     step_count = [0]
 
     def bare() -> None:
@@ -71,16 +71,29 @@ def measure(name: str, data, images: torch.Tensor, n_steps: int) -> dict:
         step_count[0] += 1
         method.on_optimizer_step(step_count[0], 1000)
 
+    return {"bare": bare, "bare+fwd": bare_plus_forward, "method": method_step}
+
+
+def measure(name: str, data, images: torch.Tensor, n_steps: int) -> dict:
+    method, augment = method_and_views(name, data, image_size=images.shape[-1])
+    method.train()
+    fixed = [v.contiguous(memory_format=torch.channels_last) for v in augment(images)]
+    teacher = _has_teacher(method)
+    steps = step_functions(method, fixed)
+
     def make_views() -> None:
         [v.contiguous(memory_format=torch.channels_last) for v in augment(images)]
 
-    steps = {"bare": bare, "method": method_step, "views": make_views}
+    timed = {"bare": steps["bare"], "method": steps["method"], "views": make_views}
     if teacher:
-        steps["bare+fwd"] = bare_plus_forward
-    t = _median_interleaved(steps, n_steps)
+        timed["bare+fwd"] = steps["bare+fwd"]
+    t = _median_interleaved(timed, n_steps)
+    sizes: dict[int, int] = {}  # views per resolution, in order of appearance
+    for v in fixed:
+        sizes[v.shape[-2]] = sizes.get(v.shape[-2], 0) + 1
     row = {
         "method": name,
-        "views": f"{len(fixed)} ({', '.join(f'{len(g)}x{s[0]}px' for s, g in groups.items())})",
+        "views": f"{len(fixed)} ({', '.join(f'{n}x{s}px' for s, n in sizes.items())})",
         "bare s": t["bare"],
         "method s": t["method"],
         "ratio": t["method"] / t["bare"],

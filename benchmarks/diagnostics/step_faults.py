@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import SHARED_DATA  # noqa: E402
 from _protocol import method_and_views  # noqa: E402
+from method_overhead import step_functions  # noqa: E402
 
 from geossl.data import load_data  # noqa: E402
 
@@ -47,28 +48,9 @@ def main() -> None:
     for name in args.methods.split(","):
         method, augment = method_and_views(name, data)
         method.train()
-        views = [v.contiguous(memory_format=torch.channels_last) for v in augment(images)]
-        x = torch.cat(views)
-        opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-
-        def bare() -> None:
-            opt.zero_grad(set_to_none=True)
-            method.backbone(x).mean().backward()
-            opt.step()
-
-        def bare_fwd() -> None:
-            bare()
-            with torch.no_grad():
-                method.backbone(x)
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            method.training_step(views).loss.backward()
-            opt.step()
-            method.on_optimizer_step(1, 1000)
-
-        for label, fn in (("bare", bare), ("bare + no-grad fwd", bare_fwd), ("method", step)):
-            wall, sys_s, faults = measure(fn, args.steps)
+        steps = step_functions(method, [v.contiguous(memory_format=torch.channels_last) for v in augment(images)])
+        for label, key in (("bare", "bare"), ("bare + no-grad fwd", "bare+fwd"), ("method", "method")):
+            wall, sys_s, faults = measure(steps[key], args.steps)
             print(f"| {name} | {label} | {wall:.2f} | {sys_s:.2f} | {faults / 1000:.0f} |", flush=True)
 
 

@@ -15,7 +15,7 @@ global views make targets, as DINO's teacher sees only the global crops.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -94,6 +94,12 @@ def view_pairs(n_views: int, n_global: int = 2) -> list[tuple[int, int]]:
     ``V`` views give ``1 + 2 (V - 2)`` pairs: the two globals together, and each global with each local.
     """
     return [(i, j) for i in range(min(n_global, n_views)) for j in range(i + 1, n_views)]
+
+
+def mean_over_view_pairs(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A symmetric two-view loss averaged over :func:`view_pairs` of the V embeddings ``z``; with 2 views, the loss."""
+    pairs = view_pairs(len(z))
+    return sum(loss_fn(z[i], z[j]) for i, j in pairs) / len(pairs)
 
 
 def prediction_pairs(n_views: int, n_global: int = 2) -> list[tuple[int, int]]:

@@ -15,6 +15,7 @@ from torch import nn
 
 from geossl.errors import GeosslError
 from geossl.losses.dense_ot import DenseOTLoss
+from geossl.methods._multicrop import check_views
 from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.heads import ProjectionHead
@@ -129,8 +130,7 @@ class DenseOT(Method):
         self.criterion = DenseOTLoss(temperature, dense_weight, matcher, image_negatives, eps, reg_m, gather)
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise GeosslError(f"dense-ot needs exactly 2 views, got {len(views)}; configure two views.")
+        check_views("dense-ot", views, local_crops=False)
         n = len(views[0])
         fmap = resnet_feature_map(self.backbone, torch.cat(views))  # (2N, D, h, w), one pass over both views
         h = fmap.mean((2, 3))

@@ -7,15 +7,11 @@ from torch import nn
 
 from geossl.errors import GeosslError
 from geossl.losses.moco import MoCoLoss, MoCoV3Loss
+from geossl.methods._multicrop import check_views
 from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.ema import cosine_momentum, ema_update, make_teacher
 from geossl.nn.heads import ProjectionHead
-
-
-def _check_two_views(views: list[torch.Tensor], name: str) -> None:
-    if len(views) != 2:
-        raise GeosslError(f"{name} needs exactly 2 views (no local crops), got {len(views)}; configure two views")
 
 
 def _check_momentum(momentum: float) -> None:
@@ -104,7 +100,7 @@ class MoCoV2(Method):
         return torch.empty_like(k).index_copy_(0, perm, k)  # undo the shuffle
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
-        _check_two_views(views, "MoCo v2")
+        check_views("MoCo v2", views, local_crops=False)
         x_q, x_k = views
         h = self._encode_queries(x_q)
         q = self.projector(h)
@@ -177,7 +173,7 @@ class MoCoV3(Method):
         self.momentum = float(momentum)
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
-        _check_two_views(views, "MoCo v3")
+        check_views("MoCo v3", views, local_crops=False)
         x = torch.cat(views)
         h = self.backbone(x)
         z = self.projector(h)

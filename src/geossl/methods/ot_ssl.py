@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from geossl.errors import GeosslError
 from geossl.losses.ot_ssl import COOTLoss, OTFeatureLoss, OTSampleLoss
+from geossl.methods._multicrop import check_views
 from geossl.methods.base import Method, StepOutput
 from geossl.nn.backbones import feature_dim
 
@@ -65,8 +65,7 @@ class _TwoViewOT(Method):
         return {} if err is None else {"marginal_error": float(err)}
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise GeosslError(f"{self.name} needs exactly 2 views, got {len(views)}; configure two views.")
+        check_views(self.name, views, local_crops=False)
         x_a, x_b = views
         # one pass over both views: BatchNorm sees the 2N views together (as SimCLR)
         h = self.backbone(torch.cat([x_a, x_b]))

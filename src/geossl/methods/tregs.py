@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geossl.errors import GeosslError
 from geossl.losses.treg import TREGSLoss
+from geossl.methods._multicrop import check_views
 from geossl.methods.base import Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.heads import ProjectionHead
@@ -55,8 +55,7 @@ class TREGS(Method):
         self.criterion = TREGSLoss(beta=beta, gamma=gamma, lam=lam, gather=gather)
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise GeosslError(f"T-REGS needs exactly 2 views, got {len(views)}; configure two views")
+        check_views("T-REGS", views, local_crops=False)
         h = self.backbone(torch.cat(views))
         z_a, z_b = self.projector(h).chunk(2)
         loss = self.criterion(z_a, z_b)

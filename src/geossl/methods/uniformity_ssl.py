@@ -14,6 +14,7 @@ from geossl.losses.uniformity import (
     SSWUniformityLoss,
     SWUniformityLoss,
 )
+from geossl.methods._multicrop import check_views
 from geossl.methods.base import Method, StepOutput
 from geossl.nn.backbones import feature_dim
 
@@ -50,8 +51,7 @@ class _SphereAlignUniform(Method):
         self.criterion = criterion
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
-        if len(views) != 2:
-            raise GeosslError(f"{self.name} needs exactly 2 views, got {len(views)}; configure two views")
+        check_views(self.name, views, local_crops=False)
         h = self.backbone(torch.cat(views))
         z_a, z_b = self.projector(h).chunk(2)
         loss = self.criterion(z_a, z_b)

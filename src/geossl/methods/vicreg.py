@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from geossl.losses.vicreg import VICRegLoss
-from geossl.methods._multicrop import check_views, project_views, view_pairs
+from geossl.methods._multicrop import check_views, mean_over_view_pairs, project_views
 from geossl.methods.base import Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.heads import ProjectionHead
@@ -62,6 +62,5 @@ class VICReg(Method):
         """The loss of the two views; with local crops, its mean over the pairs with a global view."""
         check_views("VICReg", views, local_crops=True)
         h, z = project_views(self.backbone, self.projector, views)
-        pairs = view_pairs(len(views))
-        loss = sum(self.criterion(z[i], z[j]) for i, j in pairs) / len(pairs)
+        loss = mean_over_view_pairs(self.criterion, z)
         return StepOutput(loss=loss, features=h[0].detach(), embeddings=z[0].detach(), branches=z[:2])

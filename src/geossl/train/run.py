@@ -17,6 +17,8 @@ directory is an error that names the differing keys.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import inspect
 import os
 import warnings
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ import torch
 
 from geossl.data import DataSplits, load_data
 from geossl.errors import GeosslError, unknown_name_error
+from geossl.methods._multicrop import local_crop_size
 from geossl.methods.regularizers import build_regularizer
 from geossl.methods.registry import METHODS, get_method
 from geossl.nn.backbones import BACKBONES
@@ -114,11 +117,6 @@ def default_views(method_cls: type, image_size: int, overhead: bool, local_crops
     the first global view's augmentations at 96/224 of the image size with SwAV's crop scale 0.05-0.14 and the blur
     probability 0.5 of SwAV's and DINO's local crops (Caron et al. 2020, §3.2; 2021, App.).
     """
-    import dataclasses
-    import inspect
-
-    from geossl.methods._multicrop import local_crop_size
-
     if local_crops is not None and "n_local" in inspect.signature(method_cls.default_views).parameters:
         return method_cls.default_views(image_size, overhead, n_local=local_crops)
     views = method_cls.default_views(image_size, overhead)
