@@ -77,8 +77,10 @@ def train_step_seconds(name: str, data, batch_size: int, method_args: dict | Non
 
 def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: int, seed: int, epochs: int | None = None,
             method_args: dict | None = None, regularizer: str | None = None, tag: str | None = None,
-            regularizer_args: dict | None = None) -> dict[str, Any]:
-    """Pretrain ``name`` within the budget, evaluate it and its random-init twin, and return the table row."""
+            regularizer_args: dict | None = None, optim: dict | None = None) -> dict[str, Any]:
+    """Pretrain ``name`` within the budget, evaluate it and its random-init twin, and return the table row.
+
+    ``optim``: ``optimizer`` / ``lr`` / ``weight_decay`` off the method's defaults (PretrainConfig fields)."""
     started_on = commit()  # the code that runs; HEAD may move during a 40-minute run
     step_s = train_step_seconds(name, data, batch_size, method_args, regularizer, regularizer_args=regularizer_args)
     epoch_s = step_s * (len(data.train) // batch_size)
@@ -86,11 +88,11 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
     epochs = epochs or max(1, math.floor(0.92 * budget_min * 60 / epoch_s))
     label = tag or name
     print(f"{label}: ~{epoch_s:.0f} s per epoch -> {epochs} epochs in {budget_min} min", flush=True)
-    run_dir = RUNS / f"{label}-{epochs}ep-seed{seed}"
+    run_dir = RUNS / f"{label.replace(' ', '_')}-{epochs}ep-seed{seed}"
     config = PretrainConfig(method=name, method_args=method_args or {}, data=data_path, epochs=epochs, batch_size=batch_size,
                             seed=seed, run_dir=str(run_dir), knn_bank_size=5000, online_eval_every=max(1, epochs // 4),
                             progress=False, regularizer=regularizer,
-                            regularizer_args=regularizer_args or {})
+                            regularizer_args=regularizer_args or {}, **(optim or {}))
     t = time.perf_counter()
     result = pretrain(config, data=data)
     wall = time.perf_counter() - t
@@ -106,6 +108,7 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
 
     if baseline is None:
         _store_baseline(baseline_key, {"knn": top1(True, "knn"), "linear": top1(True, "linear")})
+    teacher = teacher_top1(run_dir)
 
     return {
         "method": label,
@@ -121,7 +124,24 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
         "commit": started_on,
         "random kNN": top1(True, "knn"),
         "random linear": top1(True, "linear"),
+        **teacher,
     }
+
+
+def teacher_top1(run_dir: Path) -> dict[str, float]:
+    """kNN and linear top-1 of the run's EMA teacher backbone (DINO's authors evaluate the teacher), or {} for a
+    method without one; same protocol as the student's numbers."""
+    from geossl.errors import GeosslError
+
+    try:
+        ev = evaluate_checkpoint(run_dir, prefer="last", plots=False, layer="teacher")
+    except GeosslError as e:
+        if "no EMA teacher" in str(e):
+            return {}
+        raise
+    print(ev.table)
+    first = {p: next(float(r["top1"]) for r in ev.rows if r["protocol"].startswith(p)) for p in ("knn", "linear")}
+    return {"teacher kNN top-1": first["knn"], "teacher linear top-1": first["linear"]}
 
 
 #: Random-init results by (backbone, data, split sizes, seed): the random encoder depends on nothing else, so

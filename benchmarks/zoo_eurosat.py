@@ -10,6 +10,7 @@ The table is accumulated in ``results/zoo_eurosat.json``: each invocation adds o
 names the commit it ran on, so the table can be filled over several sessions.
 
 Usage: python benchmarks/zoo_eurosat.py --method byol [--budget-min 40] [--epochs N] [--batch-size 256]
+       python benchmarks/zoo_eurosat.py --method swav --set queue_length=3840   # a method argument off its default
        python benchmarks/zoo_eurosat.py --render   # re-render the table from its JSON
 """
 
@@ -21,6 +22,7 @@ import json
 from _common import RESULTS, SHARED_DATA, write_results
 from _protocol import PROTOCOL_NOTE, accumulate, ordered_rows, run_row
 
+from geossl.cli import _parse_sets
 from geossl.data import load_data
 from geossl.methods.registry import METHODS
 
@@ -51,6 +53,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=None, help="override the epochs sized from the budget")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="a method argument off its default (repeatable); the variant gets its own row, named after it")
+    parser.add_argument("--optimizer", default=None, help="off the method's default (the variant gets its own row)")
+    parser.add_argument("--lr", type=float, default=None, help="base lr per 256 images, off the method's default")
+    parser.add_argument("--weight-decay", type=float, default=None, help="off the method's default")
     args = parser.parse_args()
     if not args.render and args.method is None:
         parser.error("--method is required (or --render)")
@@ -59,9 +66,15 @@ def main() -> None:
         rows = {r["method"]: r for r in json.loads((RESULTS / "zoo_eurosat.json").read_text())["rows"]}
     else:
         data = load_data(args.data, split=(0.6, 0.2, 0.2), seed=0)
+        method_args = _parse_sets(args.set)
+        optim = {k: v for k, v in (("optimizer", args.optimizer), ("lr", args.lr), ("weight_decay", args.weight_decay)) if v is not None}
+        # a variant gets its own row (and run directory) next to the defaults' row, e.g. "swav queue_length=3840"
+        tag = " ".join([args.method, *(f"{k}={v}" for k, v in {**method_args, **optim}.items())])
         row = run_row(args.method, data, args.data, budget_min=args.budget_min, batch_size=args.batch_size, seed=args.seed,
-                      epochs=args.epochs)
+                      epochs=args.epochs, method_args=method_args, tag=tag, optim=optim)
         row["status"] = "ok" if row["kNN gain vs random"] >= 10 else f"FAILS (+{row['kNN gain vs random']:.1f} < +10)"
+        if method_args or optim:
+            row["overrides"] = {**method_args, **optim}
         rows = accumulate("zoo_eurosat", row)
     render(rows)
 
@@ -75,14 +88,17 @@ def render(rows: dict) -> None:
         PROTOCOL_NOTE + reference + " img/s (step): images per second of a full training step (all views), timed "
         "before training. Peak RSS: the whole process (data in memory included). Rows accumulate over sessions; each names "
         "its commit (+dirty: uncommitted edits outside the training code at the time). The status column says why a row "
-        "misses the +10 kNN bar; BYOL's shortfall at this budget is analysed in benchmarks/diagnostics/README.md. "
+        "misses the +10 kNN bar. Teacher columns: the EMA teacher's backbone under the same protocol (DINO's authors "
+        "evaluate the teacher, Caron et al. 2021 Fig. 6; the bar is judged on the student, as solo-learn and lightly "
+        "report), for rows measured since the teacher could be evaluated (`geossl evaluate --layer teacher`). "
+        "BYOL's shortfall at this budget is analysed in benchmarks/diagnostics/README.md. "
         "Budgets differ: vicreg and mmcr (rows of 2026-12-03) ran with --budget-min 13 to fit one session and pass at "
         "that budget; simsiam, moco-v3, swav, dino and moco-v2 ran at 40 min on 2026-12-04; simclr was rerun on 2026-12-04 "
         "with --epochs 13, the epochs of its earlier 30-min row, after its projector gained the output BatchNorm."
     )
     write_results("zoo_eurosat", "SSL methods on full EuroSAT under the same CPU budget", ordered,
-                  ["method", "epochs", "train min", "kNN top-1", "linear top-1", "kNN gain vs random", "img/s (step)",
-                   "peak RSS GiB", "seed", "commit", "status"], notes)
+                  ["method", "epochs", "train min", "kNN top-1", "linear top-1", "kNN gain vs random", "teacher kNN top-1",
+                   "teacher linear top-1", "img/s (step)", "peak RSS GiB", "seed", "commit", "status"], notes)
 
 if __name__ == "__main__":
     main()

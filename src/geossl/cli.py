@@ -190,7 +190,7 @@ def evaluate(
     fewshot_head: str = typer.Option("prototype", "--fewshot-head", help="Few-shot classifier: prototype or logistic."),
     transform: Optional[str] = typer.Option(None, "--transform", help="'sot': self-optimal-transport features for fewshot and clustering."),
     hierarchy: Optional[Path] = typer.Option(None, "--hierarchy", help="Class hierarchy YAML/JSON (default: the packaged EuroSAT one when the classes match)."),
-    layer: str = typer.Option("backbone", "--layer", help="Features to evaluate: backbone (before the projector) or projector."),
+    layer: str = typer.Option("backbone", "--layer", help="Features to evaluate: backbone (before the projector), projector, or teacher (the EMA teacher's backbone: BYOL, MoCo, DINO, BAM)."),
     probe: str = typer.Option("lbfgs", "--probe", help="Linear probe solver: lbfgs (deterministic) or sgd (lr and weight decay swept on val)."),
     finetune_epochs: int = typer.Option(10, "--finetune-epochs", help="Epochs of the finetune protocol (whole encoder + linear head)."),
     finetune_lr: float = typer.Option(0.01, "--finetune-lr", help="Encoder learning rate per 256 images of the finetune protocol (head: 10x)."),

@@ -268,6 +268,7 @@ def test_projector_features(tiny_run, tmp_path):
     assert "projector output" in (out / "report.md").read_text()
     assert_user_error(invoke("evaluate", run, "--protocol", "knn", "--layer", "head"), "unknown layer 'head'")
     assert_user_error(invoke("evaluate", run, "--protocol", "finetune", "--layer", "projector"), "drop --layer projector")
+    assert_user_error(invoke("evaluate", run, "--protocol", "knn", "--layer", "teacher"), "method 'simclr' has no EMA teacher")
 
 
 def test_torchvision_model_with_saved_weights(tiny_run, tmp_path):

@@ -68,3 +68,35 @@ def test_pretrain_every_method(tmp_path, name: str, kind: str) -> None:
     assert "monitor/rankme" in header and "monitor/per_dim_std" in header
     encoder = load_encoder(result.last_checkpoint)
     assert encoder.data_info["num_bands"] == (3 if kind == "rgb" else 5)
+
+
+def test_teacher_layer_loads_the_ema_teachers_backbone(tmp_path) -> None:
+    """``layer="teacher"`` evaluates the EMA teacher (DINO's protocol): its weights, not the student's; a method
+    without a teacher is refused in one line; the teacher's report does not overwrite the student's."""
+    import torch
+
+    from geossl.errors import GeosslError
+    from geossl.train.evaluate import evaluate_checkpoint
+
+    data = make_rgb_folder(tmp_path / "data", size=32)
+    run = tmp_path / "byol"
+    config = PretrainConfig(method="byol", method_args=_args("byol"), data=str(data), epochs=1, batch_size=8,
+                            run_dir=str(run), accelerator="cpu", progress=False, online_eval=False)
+    ckpt = pretrain(config).last_checkpoint
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    teacher = load_encoder(ckpt, layer="teacher").backbone.state_dict()
+    student = load_encoder(ckpt).backbone.state_dict()
+    assert all(torch.equal(v, state[f"method.teacher_backbone.{k}"]) for k, v in teacher.items())
+    assert all(torch.equal(v, state[f"method.backbone.{k}"]) for k, v in student.items())
+    # after some EMA steps at momentum < 1 the two differ
+    assert not torch.equal(teacher["conv1.weight"], student["conv1.weight"])
+
+    evaluate_checkpoint(run, protocols="knn", layer="teacher", prefer="last", plots=False)
+    assert (run / "eval-teacher" / "report.md").is_file() and not (run / "report.md").exists()
+    assert "EMA teacher" in (run / "eval-teacher" / "report.md").read_text()
+
+    simclr_run = tmp_path / "simclr"
+    pretrain(PretrainConfig(method="simclr", method_args=_args("simclr"), train_data=str(data), epochs=1, batch_size=8,
+                            run_dir=str(simclr_run), accelerator="cpu", progress=False, online_eval=False))
+    with pytest.raises(GeosslError, match="has no EMA teacher"):
+        load_encoder(simclr_run, layer="teacher", prefer="last")

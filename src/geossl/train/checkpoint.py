@@ -29,8 +29,9 @@ class LoadedEncoder:
         data_info: the training data description (bands, size, classes, split).
         checkpoint: the file it came from (None for a random-init encoder).
         epoch: epochs trained (0 for random init).
-        layer: ``backbone`` (features before the projector, the default) or ``projector`` (its output, where the
-            SSL loss acts); ``backbone`` is then the backbone followed by the projector.
+        layer: ``backbone`` (features before the projector, the default), ``projector`` (its output, where the
+            SSL loss acts; ``backbone`` is then the backbone followed by the projector) or ``teacher`` (the EMA
+            teacher's backbone of BYOL, MoCo, DINO or BAM, loaded into ``backbone``).
     """
 
     backbone: nn.Module
@@ -42,7 +43,11 @@ class LoadedEncoder:
     layer: str = "backbone"
 
 
-LAYERS = ("backbone", "projector")
+LAYERS = ("backbone", "projector", "teacher")
+
+#: Where each layer's weights live in a checkpoint (``method.PART.``): the teacher's backbone has the student's
+#: architecture, so its weights are loaded into ``method.backbone``.
+_CHECKPOINT_PARTS = {"backbone": ("backbone",), "projector": ("backbone", "projector"), "teacher": ("teacher_backbone",)}
 
 
 def _encoder_module(method: nn.Module, layer: str, method_name: str) -> nn.Module:
@@ -51,6 +56,10 @@ def _encoder_module(method: nn.Module, layer: str, method_name: str) -> nn.Modul
         from geossl.errors import unknown_name_error
 
         raise unknown_name_error("layer", layer, LAYERS)
+    if layer == "teacher":
+        if not isinstance(getattr(method, "teacher_backbone", None), nn.Module):
+            raise GeosslError(f"method '{method_name}' has no EMA teacher (BYOL, MoCo, DINO and BAM have one); use --layer backbone")
+        return method.backbone.eval()
     if layer == "backbone":
         return method.backbone.eval()
     projector = getattr(method, "projector", None)
@@ -110,14 +119,15 @@ def load_encoder(path: str | Path, *, random_init: bool = False, seed: int = 0, 
     method = build_method(config, info)
     if random_init:
         return LoadedEncoder(_encoder_module(method, layer, config.method), normalization_from_info(info), config, info, None, 0, layer)
-    for part in ("backbone",) + (("projector",) if layer == "projector" else ()):
+    encoder = _encoder_module(method, layer, config.method)  # checks the layer (and that a teacher exists)
+    for part in _CHECKPOINT_PARTS[layer]:
         prefix = f"method.{part}."
         state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-        module = getattr(method, part, None)
+        module = method.backbone if part == "teacher_backbone" else getattr(method, part, None)
         if isinstance(module, nn.Module):
             module.load_state_dict(state)
     return LoadedEncoder(
-        backbone=_encoder_module(method, layer, config.method),
+        backbone=encoder,
         normalization=normalization_from_info(info),
         config=config,
         data_info=info,

@@ -619,7 +619,8 @@ def evaluate_checkpoint(
         seed: seed of the random init, the probe, the label subsets, the episodes and k-means.
         plots: draw the training curves, kNN accuracy against k, per-class accuracy, confusion matrix and 2-D
             feature map.
-        layer: ``backbone`` (the features before the projector, the papers' protocol) or ``projector`` (its output).
+        layer: ``backbone`` (the features before the projector, the papers' protocol), ``projector`` (its output)
+            or ``teacher`` (the EMA teacher's backbone, which DINO's authors evaluate: Caron et al. 2021, Fig. 6).
     """
     protocols = parse_protocols(protocols)
     if layer == "projector" and "finetune" in protocols:
@@ -670,6 +671,8 @@ def evaluate_checkpoint(
     own_data = data is None and train_data is None and test_data is None
     if out_dir is None:
         out_dir = run_dir if own_data and not random_init else run_dir / ("eval-random-init" if random_init else f"eval-{ds.name}")
+        if layer == "teacher" and not random_init:
+            out_dir = Path(out_dir) / "eval-teacher"  # next to the student's report, not over it
     info = {
         "checkpoint": str(ckpt_path) if not random_init else f"random init (seed {seed}) of {ckpt_path}",
         "method": trained.config.method,
@@ -677,7 +680,8 @@ def evaluate_checkpoint(
         "dataset": f"{ds.name} ({ds.source})",
         "split": ds.split_description,
         "image size": f"{ds.image_size[0]}x{ds.image_size[1]}, {ds.num_bands} bands",
-        "features": ("backbone output (before the projector)" if layer == "backbone" else "projector output") + ", frozen, no augmentation",
+        "features": {"backbone": "backbone output (before the projector)", "projector": "projector output",
+                     "teacher": "EMA teacher's backbone output"}[layer] + ", frozen, no augmentation",
         **_info_protocols(protocols, opts),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "geossl": geossl.__version__,
