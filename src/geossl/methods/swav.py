@@ -63,6 +63,9 @@ class SwAV(Method):
       100-epoch schedule) and are re-normalised after every step (:meth:`on_optimizer_step`).
     - Queue off (``queue_length = 0``): the paper adds 3840 past embeddings for batches of 256 from epoch 15 on
       (``queue_start = 0.15`` of the steps here); set ``queue_length`` (global, over all processes) to enable it.
+      Measured on EuroSAT in an 8-epoch (504-step) run it collapses SwAV (the codes are balanced over the queue,
+      not the batch, and queued embeddings lag a fast-moving encoder: loss back to log K, RankMe 2;
+      ``benchmarks/diagnostics``), so it is for long runs, as in the paper.
     - Optimiser: AdamW, lr 3e-4 per 256 images, weight decay 1e-6, *not* the paper's LARS (the authors' batch-256
       script: LARS lr 0.6, trust 0.001). Measured on EuroSAT, ResNet-18, 2 epochs: with LARS 0.6 at the engine's
       trust coefficient (0.02, solo-learn's) the loss falls to log K within ten steps and the encoder collapses
