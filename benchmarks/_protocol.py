@@ -24,6 +24,7 @@ from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment
 from geossl.methods.registry import METHODS
 from geossl.methods.regularizers import build_regularizer
 from geossl.nn import build_backbone
+from geossl.train.checkpoint import has_teacher
 from geossl.train.config import PretrainConfig
 from geossl.train.evaluate import evaluate_checkpoint
 from geossl.train.run import pretrain
@@ -108,7 +109,7 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
 
     if baseline is None:
         _store_baseline(baseline_key, {"knn": top1(True, "knn"), "linear": top1(True, "linear")})
-    teacher = teacher_top1(run_dir)
+    teacher = teacher_top1(name, data, method_args, run_dir)
 
     return {
         "method": label,
@@ -128,17 +129,13 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
     }
 
 
-def teacher_top1(run_dir: Path) -> dict[str, float]:
+def teacher_top1(name: str, data, method_args: dict | None, run_dir: Path) -> dict[str, float]:
     """kNN and linear top-1 of the run's EMA teacher backbone (DINO's authors evaluate the teacher), or {} for a
     method without one; same protocol as the student's numbers."""
-    from geossl.errors import GeosslError
-
-    try:
-        ev = evaluate_checkpoint(run_dir, prefer="last", plots=False, layer="teacher")
-    except GeosslError as e:
-        if "no EMA teacher" in str(e):
-            return {}
-        raise
+    method, _ = method_and_views(name, data, method_args)  # BAM has a teacher only with some arguments
+    if not has_teacher(method):
+        return {}
+    ev = evaluate_checkpoint(run_dir, prefer="last", plots=False, layer="teacher")
     print(ev.table)
     first = {p: next(float(r["top1"]) for r in ev.rows if r["protocol"].startswith(p)) for p in ("knn", "linear")}
     return {"teacher kNN top-1": first["knn"], "teacher linear top-1": first["linear"]}

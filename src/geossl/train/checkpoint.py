@@ -45,9 +45,18 @@ class LoadedEncoder:
 
 LAYERS = ("backbone", "projector", "teacher")
 
-#: Where each layer's weights live in a checkpoint (``method.PART.``): the teacher's backbone has the student's
-#: architecture, so its weights are loaded into ``method.backbone``.
-_CHECKPOINT_PARTS = {"backbone": ("backbone",), "projector": ("backbone", "projector"), "teacher": ("teacher_backbone",)}
+#: Per layer, (checkpoint part, method attribute) pairs: the weights under ``method.PART.`` go into that attribute.
+#: The teacher's backbone has the student's architecture, so its weights are loaded into ``method.backbone``.
+_CHECKPOINT_PARTS = {
+    "backbone": (("backbone", "backbone"),),
+    "projector": (("backbone", "backbone"), ("projector", "projector")),
+    "teacher": (("teacher_backbone", "backbone"),),
+}
+
+
+def has_teacher(method: nn.Module) -> bool:
+    """Whether ``method`` keeps an EMA teacher backbone (``teacher_backbone``: BYOL, MoCo, DINO, BAM with a teacher)."""
+    return isinstance(getattr(method, "teacher_backbone", None), nn.Module)
 
 
 def _encoder_module(method: nn.Module, layer: str, method_name: str) -> nn.Module:
@@ -56,11 +65,9 @@ def _encoder_module(method: nn.Module, layer: str, method_name: str) -> nn.Modul
         from geossl.errors import unknown_name_error
 
         raise unknown_name_error("layer", layer, LAYERS)
-    if layer == "teacher":
-        if not isinstance(getattr(method, "teacher_backbone", None), nn.Module):
-            raise GeosslError(f"method '{method_name}' has no EMA teacher (BYOL, MoCo, DINO and BAM have one); use --layer backbone")
-        return method.backbone.eval()
-    if layer == "backbone":
+    if layer == "teacher" and not has_teacher(method):
+        raise GeosslError(f"method '{method_name}' has no EMA teacher (BYOL, MoCo, DINO and BAM have one); use --layer backbone")
+    if layer in ("backbone", "teacher"):
         return method.backbone.eval()
     projector = getattr(method, "projector", None)
     if not isinstance(projector, nn.Module):
@@ -120,10 +127,10 @@ def load_encoder(path: str | Path, *, random_init: bool = False, seed: int = 0, 
     if random_init:
         return LoadedEncoder(_encoder_module(method, layer, config.method), normalization_from_info(info), config, info, None, 0, layer)
     encoder = _encoder_module(method, layer, config.method)  # checks the layer (and that a teacher exists)
-    for part in _CHECKPOINT_PARTS[layer]:
+    for part, attribute in _CHECKPOINT_PARTS[layer]:
         prefix = f"method.{part}."
         state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-        module = method.backbone if part == "teacher_backbone" else getattr(method, part, None)
+        module = getattr(method, attribute, None)
         if isinstance(module, nn.Module):
             module.load_state_dict(state)
     return LoadedEncoder(

@@ -155,6 +155,8 @@ def parse_protocols(protocols: str | list[str] | tuple[str, ...]) -> list[str]:
 
 def _encoder_key(enc: LoadedEncoder, seed: int) -> str:
     layer = "" if enc.layer == "backbone" else f"-{enc.layer}"
+    if enc.checkpoint is None and enc.layer == "teacher":
+        layer = ""  # a random teacher is the random backbone: share its cached features
     if enc.checkpoint is None:
         # a random projector depends on the method's head, a random backbone does not
         head = f"{layer}-{enc.config.method}" if layer else ""
