@@ -91,6 +91,9 @@ def _worker(rank: int, world: int, store: str, out: dict) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         run(rank, world, out)
+        # both ranks finish their collectives before either tears gloo down (an early teardown can
+        # abort the other rank: 'terminate called without an active exception', seen once locally)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

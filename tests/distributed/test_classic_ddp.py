@@ -105,6 +105,9 @@ def _worker(rank: int, world: int, store: str, out: dict) -> None:
                 first_grads = first_grads or _grads(student.module)
             res[f"mocov2_gather{gather}"] = (losses, first_grads, criterion.queue.keys.clone(), int(criterion.queue.ptr))
         out[rank] = res
+        # both ranks finish their collectives before either tears gloo down (an early teardown can
+        # abort the other rank: 'terminate called without an active exception', seen once locally)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -43,6 +43,9 @@ def _worker(rank: int, world: int, store: str, out: dict) -> None:
             out["grad_w"] = model.module.weight.grad.clone()
             out["grad_b"] = model.module.bias.grad.clone()
             out["world"] = gdist.world_size()
+        # both ranks finish their collectives before either tears gloo down (an early teardown can
+        # abort the other rank: 'terminate called without an active exception', seen once locally)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

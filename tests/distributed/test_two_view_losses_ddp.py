@@ -86,6 +86,9 @@ def _worker(rank: int, world: int, store: str, out: dict) -> None:
                 out[name] = ([x.item() for x in losses], model.module.weight.grad.clone(), model.module.bias.grad.clone())
         if rank == 0:
             out["world"] = gdist.world_size()
+        # both ranks finish their collectives before either tears gloo down (an early teardown can
+        # abort the other rank: 'terminate called without an active exception', seen once locally)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
