@@ -52,13 +52,13 @@ def method_and_views(name: str | type, data, method_args: dict | None = None, im
 
 
 def train_step_seconds(name: str, data, batch_size: int, method_args: dict | None = None, regularizer: str | None = None,
-                       n_steps: int | None = None, regularizer_args: dict | None = None) -> float:
+                       n_steps: int = 4, regularizer_args: dict | None = None) -> float:
     """Median time of a full training step (views, forward, backward, optimiser step, EMA update), first step excluded.
 
-    ``n_steps`` defaults to 1,024 images' worth (at least 4): at batch 64 the median of 3 steps overestimated the run's
-    step time by 36-57 % (SimSiam, DINO on 2026-12-04), which sized runs far below their budget; whether timing more
-    steps removes that bias is not measured yet (``--epochs`` overrides the sizing)."""
-    n_steps = n_steps or max(4, 1024 // batch_size + 1)
+    Two batch-64 runs of 2026-12-04, each started as the previous run ended, were sized from steps timed 1.4x slower
+    than the runs then went (SimSiam 62.5 against 88.6 img/s, DINO 31.8 against 45.2); on an idle machine 3 and 16
+    timed steps agree with the run (DINO at batch 64: 46.0 and 43.7 img/s), so the step count is not the cause.
+    ``--epochs`` overrides the sizing."""
     method, augment = method_and_views(name, data, method_args)
     # the arguments the run will use (the method's defaults for this regulariser, then the caller's), as pretrain merges them
     reg = None
