@@ -70,13 +70,14 @@ def main() -> None:
         optim = {k: v for k, v in (("optimizer", args.optimizer), ("lr", args.lr), ("weight_decay", args.weight_decay)) if v is not None}
         # the zoo's batch is 256 for every method; another batch is a variant too (the lr scales linearly with it)
         batch = {"batch_size": args.batch_size} if args.batch_size != 256 else {}
+        overrides = {**method_args, **optim, **batch}
         # a variant gets its own row (and run directory) next to the defaults' row, e.g. "swav queue_length=3840"
-        tag = " ".join([args.method, *(f"{k}={v}" for k, v in {**method_args, **optim, **batch}.items())])
+        tag = " ".join([args.method, *(f"{k}={v}" for k, v in overrides.items())])
         row = run_row(args.method, data, args.data, budget_min=args.budget_min, batch_size=args.batch_size, seed=args.seed,
                       epochs=args.epochs, method_args=method_args, tag=tag, optim=optim)
         row["status"] = "ok" if row["kNN gain vs random"] >= 10 else f"FAILS (+{row['kNN gain vs random']:.1f} < +10)"
-        if method_args or optim or batch:
-            row["overrides"] = {**method_args, **optim, **batch}
+        if overrides:
+            row["overrides"] = overrides
         rows = accumulate("zoo_eurosat", row)
     render(rows)
 

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch.distributed as dist
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("GEOSSL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@contextlib.contextmanager
+def gloo_group(rank: int, world: int, store: str) -> Iterator[None]:
+    """Join a 2-process gloo test group on ``store`` (see :func:`gloo_store`) for the ``with`` body, then leave it.
+
+    On success both ranks meet at a barrier before tearing gloo down: a rank that destroys the group while the other
+    still runs its last collective can abort it ('terminate called without an active exception', seen once locally).
+    """
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        yield
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def gloo_store() -> str:

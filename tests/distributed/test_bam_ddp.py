@@ -17,7 +17,7 @@ from torch import nn
 
 from geossl.losses.bam import BAMLoss, _bam_loss
 
-from ..conftest import gloo_store
+from ..conftest import gloo_group, gloo_store
 
 pytestmark = pytest.mark.distributed
 
@@ -88,14 +88,8 @@ def _global_mean(loss: torch.Tensor, rank: int | None, world: int) -> float:
 
 
 def _worker(rank: int, world: int, store: str, out: dict) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, store):
         run(rank, world, out)
-        # both ranks finish their collectives before either tears gloo down (an early teardown can
-        # abort the other rank: 'terminate called without an active exception', seen once locally)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

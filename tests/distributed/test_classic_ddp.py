@@ -17,7 +17,7 @@ from geossl.losses.mmcr import MMCRLoss
 from geossl.losses.moco import MoCoLoss, MoCoV3Loss
 from geossl.losses.vicreg import VICRegLoss
 
-from ..conftest import gloo_store
+from ..conftest import gloo_group, gloo_store
 
 pytestmark = pytest.mark.distributed
 
@@ -65,8 +65,7 @@ def _mean_over_processes(loss: torch.Tensor) -> float:
 
 
 def _worker(rank: int, world: int, store: str, out: dict) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, store):
         local = slice(rank * N // world, (rank + 1) * N // world)
         x_a, x_b = _data()
         res: dict = {"world": gdist.world_size()}
@@ -105,11 +104,6 @@ def _worker(rank: int, world: int, store: str, out: dict) -> None:
                 first_grads = first_grads or _grads(student.module)
             res[f"mocov2_gather{gather}"] = (losses, first_grads, criterion.queue.keys.clone(), int(criterion.queue.ptr))
         out[rank] = res
-        # both ranks finish their collectives before either tears gloo down (an early teardown can
-        # abort the other rank: 'terminate called without an active exception', seen once locally)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

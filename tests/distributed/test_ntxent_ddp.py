@@ -9,7 +9,7 @@ from torch import nn
 from geossl import dist as gdist
 from geossl.losses import NTXentLoss
 
-from ..conftest import gloo_store
+from ..conftest import gloo_group, gloo_store
 
 pytestmark = pytest.mark.distributed
 
@@ -27,8 +27,7 @@ def _model():
 
 
 def _worker(rank: int, world: int, store: str, out: dict) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, store):
         x_a, x_b = _data()
         local = slice(rank * N // world, (rank + 1) * N // world)
         model = nn.parallel.DistributedDataParallel(_model())
@@ -43,11 +42,6 @@ def _worker(rank: int, world: int, store: str, out: dict) -> None:
             out["grad_w"] = model.module.weight.grad.clone()
             out["grad_b"] = model.module.bias.grad.clone()
             out["world"] = gdist.world_size()
-        # both ranks finish their collectives before either tears gloo down (an early teardown can
-        # abort the other rank: 'terminate called without an active exception', seen once locally)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_process_loss_and_gradients_equal_single_process():

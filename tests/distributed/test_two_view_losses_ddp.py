@@ -21,7 +21,7 @@ from geossl.losses.ot_ssl import COOTLoss, OTFeatureLoss, OTSampleLoss
 from geossl.losses.treg import TREG, TREGSLoss
 from geossl.losses.uniformity import AlignUniformLoss, SSWUniformityLoss, SWUniformityLoss
 
-from ..conftest import gloo_store
+from ..conftest import gloo_group, gloo_store
 
 pytestmark = pytest.mark.distributed
 
@@ -72,8 +72,7 @@ def _single_process(name: str) -> tuple[float, torch.Tensor, torch.Tensor]:
 
 
 def _worker(rank: int, world: int, store: str, out: dict) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, store):
         x_a, x_b = _data()
         local = slice(rank * N // world, (rank + 1) * N // world)
         for name, make in LOSSES.items():
@@ -86,11 +85,6 @@ def _worker(rank: int, world: int, store: str, out: dict) -> None:
                 out[name] = ([x.item() for x in losses], model.module.weight.grad.clone(), model.module.bias.grad.clone())
         if rank == 0:
             out["world"] = gdist.world_size()
-        # both ranks finish their collectives before either tears gloo down (an early teardown can
-        # abort the other rank: 'terminate called without an active exception', seen once locally)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

@@ -155,11 +155,10 @@ def parse_protocols(protocols: str | list[str] | tuple[str, ...]) -> list[str]:
 
 def _encoder_key(enc: LoadedEncoder, seed: int) -> str:
     layer = "" if enc.layer == "backbone" else f"-{enc.layer}"
-    if enc.checkpoint is None and enc.layer == "teacher":
-        layer = ""  # a random teacher is the random backbone: share its cached features
     if enc.checkpoint is None:
-        # a random projector depends on the method's head, a random backbone does not
-        head = f"{layer}-{enc.config.method}" if layer else ""
+        # a random projector depends on the method's head; a random backbone does not, and a random teacher is the
+        # random backbone (they share its cached features)
+        head = f"{layer}-{enc.config.method}" if enc.layer == "projector" else ""
         return f"random-{enc.config.backbone}-{enc.data_info['num_bands']}-seed{seed}{head}"
     st = enc.checkpoint.stat()
     return f"{enc.checkpoint.resolve()}-{st.st_size}-{st.st_mtime_ns}{layer}"
