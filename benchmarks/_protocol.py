@@ -21,6 +21,7 @@ import torch
 from _common import REPO, RESULTS, commit
 
 from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment
+from geossl.cpu_memory import keep_freed_memory
 from geossl.methods.registry import METHODS
 from geossl.methods.regularizers import build_regularizer
 from geossl.nn import build_backbone
@@ -88,6 +89,9 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
 
     ``optim``: ``optimizer`` / ``lr`` / ``weight_decay`` off the method's defaults (PretrainConfig fields)."""
     started_on = commit()  # the code that runs; HEAD may move during a 40-minute run
+    # pretrain keeps freed memory on the CPU (geossl.cpu_memory); the steps that size the epochs must run the same way
+    if not torch.cuda.is_available():
+        keep_freed_memory()
     step_s = train_step_seconds(name, data, batch_size, method_args, regularizer, regularizer_args=regularizer_args)
     epoch_s = step_s * (len(data.train) // batch_size)
     # 8% of the budget is kept for the online kNN evaluations and checkpoints

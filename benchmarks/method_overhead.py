@@ -22,6 +22,7 @@ import torch
 from _common import RESULTS, add_data_argument, commit, write_results
 from _protocol import accumulate, method_and_views
 
+from geossl.cpu_memory import keep_freed_memory
 from geossl.data import load_data
 from geossl.methods.registry import METHODS
 
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None, help="resize the images (e.g. 224, the papers' size)")
     parser.add_argument("--name", default="method_overhead", help="results file name")
     args = parser.parse_args()
+    kept = keep_freed_memory()  # as pretrain runs on the CPU: the ratios are the engine's
 
     data = load_data(args.data)
     images = torch.stack([data.train[i][0] for i in range(args.batch_size)])
@@ -131,7 +133,8 @@ def main() -> None:
     rows = [rows_by_method[m] for m in sorted(rows_by_method)]
     notes = (
         f"Data: {data.name}, {images.shape[-1]} px, {data.num_bands} bands; batch {args.batch_size}; ResNet-18 (standard stem), "
-        f"channels_last; each method with its default views and heads; {args.steps} timed steps per measure, interleaved, medians.\n"
+        f"channels_last; each method with its default views and heads; {args.steps} timed steps per measure, interleaved, medians; "
+        f"freed memory {'kept for reuse, as pretrain runs on the CPU' if kept else 'returned to the system (glibc default)'} for rows measured since 2026-12-04 22:00 (benchmarks/cpu_memory.py).\n"
         "bare: the backbone forward+backward+SGD step on the fixed views, one pass per resolution. method: the method's full "
         "step on the same fixed views (heads, loss, backward, SGD step, EMA/queue updates). views s: making the views from the "
         "raw batch (the method's augmentation recipe), timed apart; images/s counts it. Target: ratio <= 1.15 for methods without multi-crop. "

@@ -114,6 +114,9 @@ def pretrain(
     download: bool = typer.Option(False, "--download", help="Allow torchvision datasets to be downloaded."),
     no_online_eval: bool = typer.Option(False, "--no-online-eval", help="Skip the per-epoch kNN on the held-out split."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    no_reuse_freed_memory: bool = typer.Option(
+        False, "--no-reuse-freed-memory",
+        help="On the CPU, let glibc return freed activation memory to the system (slower steps, lower resident size between steps)."),
 ) -> None:
     """Pretrain an encoder without labels; re-running the same command resumes the run."""
     _quiet_lightning()
@@ -136,6 +139,7 @@ def pretrain(
         regularizer=regularizer, regularizer_args=_parse_sets(reg_set, "--reg-set", "a regulariser argument") or None,
         skip_corrupt=skip_corrupt or None, download=download or None,
         online_eval=False if no_online_eval else None, progress=False if no_progress else None,
+        reuse_freed_memory=False if no_reuse_freed_memory else None,
     )
     if method is not None and method != base.method and set_ is None:
         overrides["method_args"] = {}

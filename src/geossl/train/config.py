@@ -16,7 +16,7 @@ import yaml
 from geossl.errors import GeosslError
 
 #: Keys that may change between a run and its resumption without making it a different run.
-RUNTIME_KEYS = frozenset({"epochs", "devices", "accelerator", "strategy", "num_workers", "progress", "run_dir"})
+RUNTIME_KEYS = frozenset({"epochs", "devices", "accelerator", "strategy", "num_workers", "progress", "run_dir", "reuse_freed_memory"})
 
 
 @dataclass
@@ -58,6 +58,8 @@ class PretrainConfig:
     precision: str = "32-true"
     channels_last: bool = True  # NHWC convolutions: ~20% faster ResNet steps on CPU (oneDNN) and GPU
     num_workers: int | str = "auto"
+    # CPU runs on glibc: keep freed activation memory for the next step instead of unmapping it (geossl.cpu_memory)
+    reuse_freed_memory: bool = True
     seed: int = 0
     views: list[dict[str, Any]] | None = None
     local_crops: int | None = None  # multi-crop: local crops after the 2 global views; None: the method's default

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from geossl.cpu_memory import keep_freed_memory
 from geossl.data import DataSplits, load_data
 from geossl.errors import GeosslError, unknown_name_error
 from geossl.methods._multicrop import local_crop_size
@@ -220,6 +221,10 @@ def _resolve_workers(config: PretrainConfig, data: DataSplits) -> int:
     return min(4, os.cpu_count() or 1)
 
 
+def _runs_on_cpu(config: PretrainConfig) -> bool:
+    return config.accelerator == "cpu" or (config.accelerator == "auto" and not torch.cuda.is_available())
+
+
 def _bank(data: DataSplits, size: int, seed: int):
     """The labelled subset of train used as the online kNN bank (at most ``size`` images)."""
     n = len(data.train)
@@ -257,6 +262,8 @@ def pretrain(config: PretrainConfig, *, data: DataSplits | None = None) -> Pretr
     config = config.merged({"run_dir": str(run_dir)})
     resume = prepare_run_dir(run_dir, config)
 
+    if config.reuse_freed_memory and _runs_on_cpu(config):
+        keep_freed_memory()
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = PretrainModule(config.to_dict(), data_info(data))
     held_out = data.val if data.val is not None else data.test
