@@ -52,6 +52,24 @@ def method_and_views(name: str | type, data, method_args: dict | None = None, im
     return method.to(memory_format=torch.channels_last), augment
 
 
+def full_training_step(method: torch.nn.Module, augment, images: torch.Tensor, *, regularizer=None, total_steps: int = 100,
+                       momentum: float = 0.0):
+    """One training step on ``images`` (B, C, H, W) as ``pretrain`` runs it: the views made from the raw batch
+    (channels-last), forward, the loss (plus ``regularizer`` on every branch), backward, an SGD step and the method's
+    optimiser-step hook (EMA/queue updates). Returns a function of the 1-based step number."""
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4, momentum=momentum)
+
+    def step(i: int) -> None:
+        opt.zero_grad(set_to_none=True)
+        out = method.training_step([v.contiguous(memory_format=torch.channels_last) for v in augment(images)])
+        loss = out.loss + (sum(regularizer(z) for z in out.branches) if regularizer is not None else 0)
+        loss.backward()
+        opt.step()
+        method.on_optimizer_step(i, total_steps)
+
+    return step
+
+
 def train_step_seconds(name: str, data, batch_size: int, method_args: dict | None = None, regularizer: str | None = None,
                        n_steps: int = 4, regularizer_args: dict | None = None) -> float:
     """Median time of a full training step (views, forward, backward, optimiser step, EMA update), first step excluded.
@@ -66,17 +84,11 @@ def train_step_seconds(name: str, data, batch_size: int, method_args: dict | Non
     if regularizer:
         config = PretrainConfig(method=name, regularizer=regularizer, regularizer_args=regularizer_args or {})
         reg = build_regularizer(regularizer, resolved_regularizer_args(config))
-    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4)
-    x = torch.stack([data.train[i][0] for i in range(batch_size)])
+    step = full_training_step(method, augment, torch.stack([data.train[i][0] for i in range(batch_size)]), regularizer=reg)
     times = []
     for i in range(n_steps):
         t = time.perf_counter()
-        opt.zero_grad()
-        out = method.training_step([v.contiguous(memory_format=torch.channels_last) for v in augment(x)])
-        loss = out.loss + (sum(reg(z) for z in out.branches) if reg is not None else 0)
-        loss.backward()
-        opt.step()
-        method.on_optimizer_step(i + 1, 100)
+        step(i + 1)
         if i > 0:
             times.append(time.perf_counter() - t)
     return statistics.median(times)

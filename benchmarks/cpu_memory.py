@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 from _common import add_data_argument, write_results
-from _protocol import method_and_views
+from _protocol import full_training_step, method_and_views
 
 from geossl.cpu_memory import keep_freed_memory
 from geossl.data import load_data
@@ -40,15 +40,11 @@ def measure_in_this_process(method_name: str, data_path: str, batch_size: int, w
     images = torch.stack([data.train[i][0] for i in range(batch_size)])
     method, augment = method_and_views(method_name, data)
     method.train()
-    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    step = full_training_step(method, augment, images, total_steps=1000, momentum=0.9)
     walls, kernel, faults = [], [], []
     for i in range(warmup + steps):
         r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        views = [v.contiguous(memory_format=torch.channels_last) for v in augment(images)]
-        opt.zero_grad(set_to_none=True)
-        method.training_step(views).loss.backward()
-        opt.step()
-        method.on_optimizer_step(i + 1, 1000)
+        step(i + 1)
         r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         if i >= warmup:
             walls.append(t1 - t0)
