@@ -26,6 +26,7 @@ from PIL import Image
 from geossl.data.base import TensorImageDataset, default_value_scale
 from geossl.data.geotiff import read_raster_unchecked, resample
 from geossl.errors import GeosslError
+from geossl.host_memory import available_memory_bytes
 
 PIL_EXTENSIONS = (".jpg", ".jpeg", ".png")
 TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -138,15 +139,14 @@ def _prepare(array: np.ndarray, name: str, image_size: tuple[int, int] | None) -
 def _check_memory(n: int, shape: tuple[int, ...], dtype: torch.dtype) -> None:
     """Fail early, with advice, instead of letting the OS kill the process halfway through decoding."""
     needed = n * int(np.prod(shape)) * (1 if dtype == torch.uint8 else 4)
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return  # not available on this platform
+    available = available_memory_bytes()
+    if available is None:
+        return  # not known on this platform
     if needed > 0.9 * available:
         c, h, w = shape
         raise GeosslError(
             f"loading {n} images of {c}x{h}x{w} needs {needed / 2**30:.1f} GiB of memory but only "
-            f"{available / 2**30:.1f} GiB is free; pass --image-size to shrink them or use fewer images"
+            f"{available / 2**30:.1f} GiB is available; pass --image-size to shrink them or use fewer images"
         )
 
 
