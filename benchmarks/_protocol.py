@@ -28,13 +28,14 @@ from geossl.nn import build_backbone
 from geossl.train.checkpoint import has_teacher
 from geossl.train.config import PretrainConfig
 from geossl.train.evaluate import evaluate_checkpoint
-from geossl.train.run import pretrain
+from geossl.train.run import default_views, pretrain
 from geossl.train.run import regularizer_args as resolved_regularizer_args
 
 RUNS = REPO / "benchmarks" / "runs"
 
 
-def method_and_views(name: str | type, data, method_args: dict | None = None, image_size: int | None = None):
+def method_and_views(name: str | type, data, method_args: dict | None = None, image_size: int | None = None,
+                     local_crops: int | None = None):
     """A fresh method (channels-last, ResNet-18, seeded) and the augmentation producing its default views.
 
     Args:
@@ -42,10 +43,11 @@ def method_and_views(name: str | type, data, method_args: dict | None = None, im
         data: the loaded data (bands, statistics).
         method_args: overrides of the method's defaults.
         image_size: side of the images the views are made for (default: the data's).
+        local_crops: local crops after the 2 global views, as ``pretrain --local-crops`` (default: the method's).
     """
     cls = METHODS[name] if isinstance(name, str) else name
     norm = Normalization(data.mean, data.std, data.value_scale)
-    views = cls.default_views(image_size or data.image_size[0], True)
+    views = default_views(cls, image_size or data.image_size[0], True, local_crops)
     augment = MultiViewAugment([ViewAugment(v, norm, data.is_rgb) for v in views])
     torch.manual_seed(0)
     method = cls(build_backbone("resnet18", data.num_bands), **{**cls.defaults, **(method_args or {})})
@@ -71,14 +73,14 @@ def full_training_step(method: torch.nn.Module, augment, images: torch.Tensor, *
 
 
 def train_step_seconds(name: str, data, batch_size: int, method_args: dict | None = None, regularizer: str | None = None,
-                       n_steps: int = 4, regularizer_args: dict | None = None) -> float:
+                       n_steps: int = 4, regularizer_args: dict | None = None, local_crops: int | None = None) -> float:
     """Median time of a full training step (views, forward, backward, optimiser step, EMA update), first step excluded.
 
     Two batch-64 runs of 2026-12-04, each started as the previous run ended, were sized from steps timed 1.4x slower
     than the runs then went (SimSiam 62.5 against 88.6 img/s, DINO 31.8 against 45.2); on an idle machine 3 and 16
     timed steps agree with the run (DINO at batch 64: 46.0 and 43.7 img/s), so the step count is not the cause.
     ``--epochs`` overrides the sizing."""
-    method, augment = method_and_views(name, data, method_args)
+    method, augment = method_and_views(name, data, method_args, local_crops=local_crops)
     # the arguments the run will use (the method's defaults for this regulariser, then the caller's), as pretrain merges them
     reg = None
     if regularizer:
@@ -99,12 +101,14 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
             regularizer_args: dict | None = None, optim: dict | None = None) -> dict[str, Any]:
     """Pretrain ``name`` within the budget, evaluate it and its random-init twin, and return the table row.
 
-    ``optim``: ``optimizer`` / ``lr`` / ``weight_decay`` off the method's defaults (PretrainConfig fields)."""
+    ``optim``: ``optimizer`` / ``lr`` / ``weight_decay`` / ``local_crops`` off the method's defaults (PretrainConfig
+    fields)."""
     started_on = commit()  # the code that runs; HEAD may move during a 40-minute run
     # pretrain keeps freed memory on the CPU (geossl.cpu_memory); the steps that size the epochs must run the same way
     if not torch.cuda.is_available():
         keep_freed_memory()
-    step_s = train_step_seconds(name, data, batch_size, method_args, regularizer, regularizer_args=regularizer_args)
+    step_s = train_step_seconds(name, data, batch_size, method_args, regularizer, regularizer_args=regularizer_args,
+                                local_crops=(optim or {}).get("local_crops"))
     epoch_s = step_s * (len(data.train) // batch_size)
     # 8% of the budget is kept for the online kNN evaluations and checkpoints
     epochs = epochs or max(1, math.floor(0.92 * budget_min * 60 / epoch_s))
