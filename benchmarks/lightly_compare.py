@@ -20,8 +20,9 @@ import time
 
 import torch
 from _common import add_data_argument, write_results
-from _protocol import accumulate, method_and_views, short_run_knn
+from _protocol import accumulate, full_training_step, method_and_views, short_run_knn
 
+from geossl.cpu_memory import keep_freed_memory
 from geossl.data import load_data
 from geossl.methods.registry import METHODS
 from geossl.nn.backbones import feature_dim
@@ -62,20 +63,15 @@ def lightly_variant(name: str) -> type:
 def step_throughput(name: str, data, batch_size: int, n_steps: int) -> tuple[float, float]:
     """Images/s of a full step for geossl's and lightly's implementation of ``name`` (interleaved medians)."""
     images = torch.stack([data.train[i][0] for i in range(batch_size)])
-    impls = {}
+    steps = {}
     for key, cls in (("geossl", METHODS[name]), ("lightly", lightly_variant(name))):
         method, augment = method_and_views(cls, data)
-        opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-        impls[key] = (method, opt, augment)
-    times: dict[str, list[float]] = {k: [] for k in impls}
+        steps[key] = full_training_step(method, augment, images, total_steps=1000, momentum=0.9)
+    times: dict[str, list[float]] = {k: [] for k in steps}
     for i in range(n_steps + 2):
-        for key, (method, opt, augment) in impls.items():
+        for key, step in steps.items():
             t = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            views = [v.contiguous(memory_format=torch.channels_last) for v in augment(images)]
-            method.training_step(views).loss.backward()
-            opt.step()
-            method.on_optimizer_step(i + 1, 1000)
+            step(i + 1)
             if i >= 2:
                 times[key].append(time.perf_counter() - t)
     return batch_size / statistics.median(times["geossl"]), batch_size / statistics.median(times["lightly"])
@@ -97,13 +93,18 @@ def main() -> None:
                         help="train,val,test fractions (stratified, seed 0); a smaller train part shortens --train")
     args = parser.parse_args()
 
+    # pretrain keeps freed memory on the CPU (geossl.cpu_memory); the timed steps run the same way
+    if not torch.cuda.is_available():
+        keep_freed_memory()
     split = tuple(float(f) for f in args.split.split(","))
     data = load_data(args.data, split=split, seed=0)
     rows = accumulate("lightly_compare", None)  # the other methods' saved rows are kept
     for name in args.methods.split(","):
         ours, theirs = step_throughput(name, data, args.batch_size, args.steps)
-        row = {"method": name, "geossl img/s": ours, "lightly img/s": theirs, "ratio": ours / theirs}
-        if args.train:
+        row = {"method": name, "geossl img/s": ours, "lightly img/s": theirs, "ratio": ours / theirs, "timed steps": args.steps}
+        if not args.train:  # a throughput-only run keeps the row's accuracy columns
+            row = {**rows.get(name, {}), **row}
+        else:
             previous = rows.get(name, {})
             same_setup = previous.get("seeds") == args.seeds.replace(",", ", ") and previous.get("epochs") == args.epochs
             for impl in {"geossl", "lightly"} - set(args.impls.split(",")):
@@ -121,17 +122,19 @@ def main() -> None:
             row["seeds"], row["epochs"] = args.seeds.replace(",", ", "), args.epochs
         print(row, flush=True)
         rows[name] = row
-    columns = ["method", "geossl img/s", "lightly img/s", "ratio"]
-    if args.train:
+    columns = ["method", "geossl img/s", "lightly img/s", "ratio", "timed steps"]
+    trained = any("seeds" in r for r in rows.values())
+    if trained:
         columns += ["seeds", "epochs", "geossl kNN (seeds)", "lightly kNN (seeds)", "geossl kNN mean", "lightly kNN mean"]
     rows = [rows[m] for m in sorted(rows)]
     notes = (
         f"Data: {data.name}, {data.image_size[0]} px; batch {args.batch_size}; ResNet-18 (standard stem), channels_last; the same "
         "views, optimiser and backbone for both; only the heads and the loss differ (lightly 'NAME-lightly' variants). "
-        f"{args.steps} interleaved timed steps, medians. Target: ratio >= 1.0."
+        "Interleaved timed steps (the row's count), medians; on the CPU with freed memory kept, as pretrain runs (rows "
+        "timed before 2026-12-05 ran with glibc's default malloc). Target: ratio >= 1.0."
         + (f" Accuracy: pretraining for the row's epochs on the train part of a {args.split} split ({data.split_description}), "
            "one run per seed of the row; kNN top-1 (cosine, k=20, T=0.07, bank = train part) on the test part. Rows accumulate: "
-           "re-running one method keeps the others." if args.train else "")
+           "re-running one method keeps the others; a run without --train keeps a row's accuracy." if trained else "")
     )
     write_results("lightly_compare", "geossl against lightly (same configuration)", rows, columns, notes)
     print(notes)

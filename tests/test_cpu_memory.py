@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from geossl.cli import app
@@ -64,3 +65,28 @@ def test_cpu_pretraining_keeps_freed_memory_unless_told_not_to(tmp_path, monkeyp
     result = CliRunner().invoke(app, [*common, "--epochs", "2"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "resumed" in result.output and calls == [1]
+
+
+def test_cpu_finetuning_keeps_freed_memory_unless_told_not_to(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("geossl.train.evaluate.keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr("geossl.train.run.keep_freed_memory", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU path, on any machine
+    data = make_rgb_folder(tmp_path / "data", classes=2, per_class=8)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["pretrain", "--method", "simclr", "--data", str(data), "--run-dir", str(run),
+                                      "--accelerator", "cpu", "--batch-size", "8", "--no-progress", "--num-workers", "0",
+                                      "--no-online-eval", "--epochs", "1"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    common = ["evaluate", str(run), "--finetune-epochs", "1", "--no-plots", "--batch-size", "8"]
+    result = CliRunner().invoke(app, [*common, "--protocol", "knn"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert calls == []  # only the protocol that trains the encoder changes the process's malloc
+    result = CliRunner().invoke(app, [*common, "--protocol", "finetune", "--no-reuse-freed-memory",
+                                      "--out", str(tmp_path / "a")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert calls == []
+    result = CliRunner().invoke(app, [*common, "--protocol", "finetune", "--out", str(tmp_path / "b")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert calls == [1] and "finetune" in result.output

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 import geossl
+from geossl.cpu_memory import keep_freed_memory
 from geossl.data import DataSplits, load_data
 from geossl.errors import GeosslError, unknown_name_error
 from geossl.eval.features import FeatureCache, extract_features
@@ -87,6 +88,7 @@ class EvalOptions:
     linear_solver: str = "lbfgs"
     finetune_epochs: int = 10
     finetune_lr: float = 0.01
+    reuse_freed_memory: bool = True  # finetune on the CPU keeps freed memory for the next step, as pretrain does
     seed: int = 0
 
     def validate(self, protocols: list[str]) -> None:
@@ -477,6 +479,10 @@ def _protocol_finetune(enc: LoadedEncoder, ds: DataSplits, test_split, opts: Eva
     """Fine-tune the whole encoder with a linear head, once per label fraction (:func:`geossl.eval.finetune.finetune`)."""
     from geossl.eval.finetune import finetune
 
+    # geossl.eval.finetune trains on CUDA when there is one, else on the CPU, where a batch-128 ResNet step maps and
+    # zeroes fresh pages for every activation unless freed memory is kept (geossl.cpu_memory).
+    if opts.reuse_freed_memory and not torch.cuda.is_available():
+        keep_freed_memory()
     rows = []
     for frac in opts.label_fractions:
         res = finetune(enc.backbone, ds.train, test_split, len(ds.classes or []), preprocess=enc.normalization,
