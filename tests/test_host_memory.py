@@ -27,36 +27,60 @@ def _write(path, text):
     return path
 
 
+def _proc_cgroup(tmp_path, text="0::/\n"):
+    return _write(tmp_path / "proc_self_cgroup", text)
+
+
 def test_available_memory_counts_the_page_cache(tmp_path):
     meminfo = _write(tmp_path / "meminfo", _MEMINFO)
-    assert available_memory_bytes(meminfo, tmp_path / "no-cgroup") == 23068672 * 1024
+    assert available_memory_bytes(meminfo, tmp_path / "no-cgroup", _proc_cgroup(tmp_path)) == 23068672 * 1024
 
 
 def test_a_cgroup_limit_tighter_than_the_machine_wins(tmp_path):
-    meminfo = _write(tmp_path / "meminfo", _MEMINFO)
+    meminfo, proc = _write(tmp_path / "meminfo", _MEMINFO), _proc_cgroup(tmp_path)
     cgroup = tmp_path / "cgroup"
     _write(cgroup / "memory.max", f"{4 * 2**30}\n")
     _write(cgroup / "memory.current", f"{3 * 2**30}\n")
-    assert available_memory_bytes(meminfo, cgroup) == 2**30
+    assert available_memory_bytes(meminfo, cgroup, proc) == 2**30
+    # the container's inactive page cache is reclaimed before the limit is hit, so it counts as available
+    _write(cgroup / "memory.stat", f"anon 1000\ninactive_file {2**29}\nactive_file 7\n")
+    assert available_memory_bytes(meminfo, cgroup, proc) == 2**30 + 2**29
     _write(cgroup / "memory.max", "max\n")  # cgroup v2 without a limit
-    assert available_memory_bytes(meminfo, cgroup) == 23068672 * 1024
+    assert available_memory_bytes(meminfo, cgroup, proc) == 23068672 * 1024
+
+
+def test_the_process_sub_group_and_its_ancestors_limits_apply(tmp_path):
+    # on a host (no cgroup namespace) the process sits in a systemd slice: its own limit, or a parent's, binds
+    meminfo = _write(tmp_path / "meminfo", _MEMINFO)
+    cgroup = tmp_path / "cgroup"
+    proc = _proc_cgroup(tmp_path, "0::/user.slice/job-7\n")
+    _write(cgroup / "user.slice" / "job-7" / "memory.max", f"{8 * 2**30}\n")
+    _write(cgroup / "user.slice" / "job-7" / "memory.current", f"{2 * 2**30}\n")
+    assert available_memory_bytes(meminfo, cgroup, proc) == 6 * 2**30
+    _write(cgroup / "user.slice" / "memory.max", f"{5 * 2**30}\n")
+    _write(cgroup / "user.slice" / "memory.current", f"{4 * 2**30}\n")
+    assert available_memory_bytes(meminfo, cgroup, proc) == 2**30
 
 
 def test_cgroup_v1_limits_are_read_and_its_no_limit_value_ignored(tmp_path):
     meminfo = _write(tmp_path / "meminfo", _MEMINFO)
     cgroup = tmp_path / "cgroup"
-    _write(cgroup / "memory" / "memory.limit_in_bytes", f"{2 * 2**30}\n")
-    _write(cgroup / "memory" / "memory.usage_in_bytes", f"{2**29}\n")
-    assert available_memory_bytes(meminfo, cgroup) == 2 * 2**30 - 2**29
-    _write(cgroup / "memory" / "memory.limit_in_bytes", "9223372036854771712\n")
-    assert available_memory_bytes(meminfo, cgroup) == 23068672 * 1024
+    proc = _proc_cgroup(tmp_path, "5:devices:/\n4:memory:/docker/abc\n0::/\n")
+    group = cgroup / "memory" / "docker" / "abc"
+    _write(group / "memory.limit_in_bytes", f"{2 * 2**30}\n")
+    _write(group / "memory.usage_in_bytes", f"{2**29}\n")
+    assert available_memory_bytes(meminfo, cgroup, proc) == 2 * 2**30 - 2**29
+    _write(group / "memory.stat", f"cache 5\ntotal_inactive_file {2**28}\n")
+    assert available_memory_bytes(meminfo, cgroup, proc) == 2 * 2**30 - 2**29 + 2**28
+    _write(group / "memory.limit_in_bytes", "9223372036854771712\n")
+    assert available_memory_bytes(meminfo, cgroup, proc) == 23068672 * 1024
 
 
 @pytest.mark.skipif(not hasattr(os, "sysconf"), reason="no sysconf on this platform")
 def test_without_memavailable_it_falls_back_to_free_memory(tmp_path):
     meminfo = _write(tmp_path / "meminfo", "MemTotal: 1024 kB\n")
     free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert abs(available_memory_bytes(meminfo, tmp_path / "none") - free) < 2**28  # free memory moves a little
+    assert abs(available_memory_bytes(meminfo, tmp_path / "none", _proc_cgroup(tmp_path)) - free) < 2**28  # free memory moves a little
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/meminfo is Linux's")
