@@ -115,7 +115,7 @@ def main() -> None:
                      "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--steps", str(args.steps)],
                     capture_output=True, text=True, check=True,
                 )
-                row = {"method": name, "batch": args.batch_size, "malloc": "glibc default" if mode == "default" else "freed memory kept", "process": repeat + 1,
+                row = {"method": name, "batch": args.batch_size, "malloc": "glibc default" if mode == "default" else "freed memory kept", "process": repeat + 1, "timed steps": args.steps,
                        **json.loads(out.stdout.strip().splitlines()[-1])}
                 row["img/s"] = args.batch_size / row["step s"]
                 print(row, flush=True)
@@ -134,7 +134,7 @@ def main() -> None:
                        f"(kept), {steps['glibc default'] / steps['freed memory kept']:.2f}x")
     notes = (
         f"Data: {Path(args.data).name}, ResNet-18 (standard stem), channels_last, each method's default views "
-        f"and heads, SGD. One fresh process per row, modes alternating; per row the median of {args.steps} steps after "
+        f"and heads, SGD. One fresh process per row, modes alternating; per row the median of its timed steps after "
         f"{args.warmup} warm-up steps. step s: views + forward + backward + optimiser step + EMA/queue update; kernel s: "
         "CPU time in the kernel per step (both threads); minor faults: pages the kernel had to hand out per step; peak RSS: "
         "the process, data in memory included. finetune: a step of `geossl evaluate --protocol finetune` (one view "
@@ -142,7 +142,7 @@ def main() -> None:
         "geossl.eval.finetune runs). Rows of methods not given to --methods are kept from their earlier run.\n\n" + "\n".join(f"- {s}" for s in summary)
     )
     write_results("cpu_memory", "CPU training steps: glibc's default malloc against freed memory kept for reuse", rows,
-                  ["method", "batch", "malloc", "process", "step s", "img/s", "kernel s", "minor faults (k)", "peak RSS GiB"], notes)
+                  ["method", "batch", "malloc", "process", "timed steps", "step s", "img/s", "kernel s", "minor faults (k)", "peak RSS GiB"], notes)
     print(notes)
 
 
