@@ -98,17 +98,17 @@ def train_step_seconds(name: str, data, batch_size: int, method_args: dict | Non
 
 def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: int, seed: int, epochs: int | None = None,
             method_args: dict | None = None, regularizer: str | None = None, tag: str | None = None,
-            regularizer_args: dict | None = None, optim: dict | None = None) -> dict[str, Any]:
+            regularizer_args: dict | None = None, run_options: dict | None = None) -> dict[str, Any]:
     """Pretrain ``name`` within the budget, evaluate it and its random-init twin, and return the table row.
 
-    ``optim``: ``optimizer`` / ``lr`` / ``weight_decay`` / ``local_crops`` off the method's defaults (PretrainConfig
-    fields)."""
+    ``run_options``: PretrainConfig fields off the method's defaults (``optimizer``, ``lr``, ``weight_decay``,
+    ``local_crops``)."""
     started_on = commit()  # the code that runs; HEAD may move during a 40-minute run
     # pretrain keeps freed memory on the CPU (geossl.cpu_memory); the steps that size the epochs must run the same way
     if not torch.cuda.is_available():
         keep_freed_memory()
     step_s = train_step_seconds(name, data, batch_size, method_args, regularizer, regularizer_args=regularizer_args,
-                                local_crops=(optim or {}).get("local_crops"))
+                                local_crops=(run_options or {}).get("local_crops"))
     epoch_s = step_s * (len(data.train) // batch_size)
     # 8% of the budget is kept for the online kNN evaluations and checkpoints
     epochs = epochs or max(1, math.floor(0.92 * budget_min * 60 / epoch_s))
@@ -118,7 +118,7 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
     config = PretrainConfig(method=name, method_args=method_args or {}, data=data_path, epochs=epochs, batch_size=batch_size,
                             seed=seed, run_dir=str(run_dir), knn_bank_size=5000, online_eval_every=max(1, epochs // 4),
                             progress=False, regularizer=regularizer,
-                            regularizer_args=regularizer_args or {}, **(optim or {}))
+                            regularizer_args=regularizer_args or {}, **(run_options or {}))
     t = time.perf_counter()
     result = pretrain(config, data=data)
     wall = time.perf_counter() - t

@@ -69,15 +69,16 @@ def main() -> None:
     else:
         data = load_data(args.data, split=(0.6, 0.2, 0.2), seed=0)
         method_args = _parse_sets(args.set)
-        optim = {k: v for k, v in (("optimizer", args.optimizer), ("lr", args.lr), ("weight_decay", args.weight_decay),
+        run_options = {k: v for k, v in (("optimizer", args.optimizer), ("lr", args.lr), ("weight_decay", args.weight_decay),
                                           ("local_crops", args.local_crops)) if v is not None}
         # the zoo's batch is 256 for every method; another batch is a variant too (the lr scales linearly with it)
         batch = {"batch_size": args.batch_size} if args.batch_size != 256 else {}
-        overrides = {**method_args, **optim, **batch}
+        overrides = {**method_args, **run_options, **batch}
         # a variant gets its own row (and run directory) next to the defaults' row, e.g. "swav queue_length=3840"
-        tag = " ".join([args.method, *(f"{k}={v}" for k, v in overrides.items())])
+        # another seed is a row of its own too (rows are keyed by this label), e.g. "swav local_crops=0 seed=1"
+        tag = " ".join([args.method, *(f"{k}={v}" for k, v in overrides.items()), *([f"seed={args.seed}"] if args.seed else [])])
         row = run_row(args.method, data, args.data, budget_min=args.budget_min, batch_size=args.batch_size, seed=args.seed,
-                      epochs=args.epochs, method_args=method_args, tag=tag, optim=optim)
+                      epochs=args.epochs, method_args=method_args, tag=tag, run_options=run_options)
         row["status"] = "ok" if row["kNN gain vs random"] >= 10 else f"FAILS (+{row['kNN gain vs random']:.1f} < +10)"
         if overrides:
             row["overrides"] = overrides
