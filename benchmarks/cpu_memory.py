@@ -125,7 +125,7 @@ def main() -> None:
     measured = set(args.methods.split(","))
     if previous.exists():
         kept = [r for r in json.loads(previous.read_text())["rows"] if r["method"] not in measured]
-        rows = [*({"batch": 256, **r} for r in kept), *rows]
+        rows = [*kept, *rows]
     summary = []
     for name in dict.fromkeys(r["method"] for r in rows):
         by_mode = {m: [r for r in rows if r["method"] == name and r["malloc"] == m] for m in ("glibc default", "freed memory kept")}

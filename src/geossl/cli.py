@@ -198,7 +198,7 @@ def evaluate(
     probe: str = typer.Option("lbfgs", "--probe", help="Linear probe solver: lbfgs (deterministic) or sgd (lr and weight decay swept on val)."),
     finetune_epochs: int = typer.Option(10, "--finetune-epochs", help="Epochs of the finetune protocol (whole encoder + linear head)."),
     finetune_lr: float = typer.Option(0.01, "--finetune-lr", help="Encoder learning rate per 256 images of the finetune protocol (head: 10x)."),
-    no_reuse_freed_memory_eval: bool = typer.Option(
+    no_reuse_freed_memory: bool = typer.Option(
         False, "--no-reuse-freed-memory",
         help="Finetune protocol on the CPU: let glibc return freed activation memory to the system (slower steps)."),
     random_init: bool = typer.Option(False, "--random-init", help="Evaluate a randomly initialised encoder of the same architecture instead."),
@@ -221,7 +221,7 @@ def evaluate(
         n_way=n_way, shots=_parse_ints(shots, "--shots") or [], n_query=queries, episodes=episodes,
         fewshot_head=fewshot_head, transform=transform, hierarchy=hierarchy, seed=seed,
         finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, linear_solver=probe,
-        reuse_freed_memory=not no_reuse_freed_memory_eval,
+        reuse_freed_memory=not no_reuse_freed_memory,
     )
     if model is not None:
         if path is not None or features is not None:

@@ -113,14 +113,11 @@ def available_memory_bytes(meminfo: Path = _PROC_MEMINFO, cgroup_root: Path = _C
         The smaller of ``MemAvailable`` and the cgroup's headroom; ``MemFree`` (``sysconf``) where ``/proc/meminfo``
         has no ``MemAvailable``; None where none of them can be read (not Linux and no ``sysconf``).
     """
-    estimates = []
     system = _meminfo_available(meminfo)
     if system is None:
         try:
             system = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):
-            system = None
-    for value in (system, _cgroup_headroom(cgroup_root, proc_self_cgroup)):
-        if value is not None:
-            estimates.append(value)
+            pass
+    estimates = [v for v in (system, _cgroup_headroom(cgroup_root, proc_self_cgroup)) if v is not None]
     return min(estimates) if estimates else None
