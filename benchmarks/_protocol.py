@@ -54,17 +54,29 @@ def method_and_views(name: str | type, data, method_args: dict | None = None, im
     return method.to(memory_format=torch.channels_last), augment
 
 
+def autocast_for(precision: str, device_type: str = "cpu"):
+    """The autocast context Lightning enters for ``precision`` ("32-true", "bf16-mixed", "16-mixed")."""
+    if precision in ("32-true", "32"):
+        return torch.autocast(device_type, enabled=False)
+    if precision in ("bf16-mixed", "16-mixed"):
+        return torch.autocast(device_type, dtype=torch.bfloat16 if precision.startswith("bf16") else torch.float16)
+    raise ValueError(f"precision {precision!r} is not timed here; use 32-true, bf16-mixed or 16-mixed")
+
+
 def full_training_step(method: torch.nn.Module, augment, images: torch.Tensor, *, regularizer=None, total_steps: int = 100,
-                       momentum: float = 0.0):
+                       momentum: float = 0.0, precision: str = "32-true"):
     """One training step on ``images`` (B, C, H, W) as ``pretrain`` runs it: the views made from the raw batch
-    (channels-last), forward, the loss (plus ``regularizer`` on every branch), backward, an SGD step and the method's
-    optimiser-step hook (EMA/queue updates). Returns a function of the 1-based step number."""
+    (channels-last), forward, the loss (plus ``regularizer`` on every branch) under ``precision``'s autocast, backward,
+    an SGD step and the method's optimiser-step hook (EMA/queue updates). Returns a function of the 1-based step
+    number."""
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=1e-4, momentum=momentum)
 
     def step(i: int) -> None:
         opt.zero_grad(set_to_none=True)
-        out = method.training_step([v.contiguous(memory_format=torch.channels_last) for v in augment(images)])
-        loss = out.loss + (sum(regularizer(z) for z in out.branches) if regularizer is not None else 0)
+        views = [v.contiguous(memory_format=torch.channels_last) for v in augment(images)]
+        with autocast_for(precision, images.device.type):
+            out = method.training_step(views)
+            loss = out.loss + (sum(regularizer(z) for z in out.branches) if regularizer is not None else 0)
         loss.backward()
         opt.step()
         method.on_optimizer_step(i, total_steps)
@@ -73,7 +85,8 @@ def full_training_step(method: torch.nn.Module, augment, images: torch.Tensor, *
 
 
 def train_step_seconds(name: str, data, batch_size: int, method_args: dict | None = None, regularizer: str | None = None,
-                       n_steps: int = 4, regularizer_args: dict | None = None, local_crops: int | None = None) -> float:
+                       n_steps: int = 4, regularizer_args: dict | None = None, local_crops: int | None = None,
+                       precision: str = "32-true") -> float:
     """Median time of a full training step (views, forward, backward, optimiser step, EMA update), first step excluded.
 
     Two batch-64 runs of 2026-12-04, each started as the previous run ended, were sized from steps timed 1.4x slower
@@ -86,7 +99,8 @@ def train_step_seconds(name: str, data, batch_size: int, method_args: dict | Non
     if regularizer:
         config = PretrainConfig(method=name, regularizer=regularizer, regularizer_args=regularizer_args or {})
         reg = build_regularizer(regularizer, resolved_regularizer_args(config))
-    step = full_training_step(method, augment, torch.stack([data.train[i][0] for i in range(batch_size)]), regularizer=reg)
+    step = full_training_step(method, augment, torch.stack([data.train[i][0] for i in range(batch_size)]), regularizer=reg,
+                              precision=precision)
     times = []
     for i in range(n_steps):
         t = time.perf_counter()
@@ -102,13 +116,14 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
     """Pretrain ``name`` within the budget, evaluate it and its random-init twin, and return the table row.
 
     ``run_options``: PretrainConfig fields off the method's defaults (``optimizer``, ``lr``, ``weight_decay``,
-    ``local_crops``)."""
+    ``local_crops``, ``precision``)."""
     started_on = commit()  # the code that runs; HEAD may move during a 40-minute run
     # pretrain keeps freed memory on the CPU (geossl.cpu_memory); the steps that size the epochs must run the same way
     if not torch.cuda.is_available():
         keep_freed_memory()
     step_s = train_step_seconds(name, data, batch_size, method_args, regularizer, regularizer_args=regularizer_args,
-                                local_crops=(run_options or {}).get("local_crops"))
+                                local_crops=(run_options or {}).get("local_crops"),
+                                precision=(run_options or {}).get("precision", "32-true"))
     epoch_s = step_s * (len(data.train) // batch_size)
     # 8% of the budget is kept for the online kNN evaluations and checkpoints
     epochs = epochs or max(1, math.floor(0.92 * budget_min * 60 / epoch_s))

@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=None, help="off the method's default")
     parser.add_argument("--local-crops", type=int, default=None,
                         help="local crops after the 2 global views, off the method's default (a variant row)")
+    parser.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed", "16-mixed"],
+                        help="off the default 32-true (a variant row): bf16-mixed runs the backbone and heads in bfloat16")
     args = parser.parse_args()
     if not args.render and args.method is None:
         parser.error("--method is required (or --render)")
@@ -70,7 +72,7 @@ def main() -> None:
         data = load_data(args.data, split=(0.6, 0.2, 0.2), seed=0)
         method_args = _parse_sets(args.set)
         run_options = {k: v for k, v in (("optimizer", args.optimizer), ("lr", args.lr), ("weight_decay", args.weight_decay),
-                                          ("local_crops", args.local_crops)) if v is not None}
+                                          ("local_crops", args.local_crops), ("precision", args.precision)) if v is not None}
         # the zoo's batch is 256 for every method; another batch is a variant too (the lr scales linearly with it)
         batch = {"batch_size": args.batch_size} if args.batch_size != 256 else {}
         overrides = {**method_args, **run_options, **batch}

@@ -44,6 +44,7 @@ from torch import nn
 
 from geossl import dist
 from geossl.errors import GeosslError
+from geossl.losses.precision import float32_loss
 
 __all__ = ["BAMLoss", "bam_loss", "bam_similarity_loss", "bam_targets", "column_mass_cv", "positive_mask"]
 
@@ -91,6 +92,7 @@ def _logsumexp_global(x: torch.Tensor, dim: int, reduce: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
+@float32_loss
 def bam_targets(
     S: torch.Tensor,
     pos_mask: torch.Tensor | None,
@@ -174,6 +176,7 @@ def _keep_top_k(P: list[torch.Tensor], k: int) -> list[torch.Tensor]:
     return out
 
 
+@float32_loss
 def bam_similarity_loss(
     source_sim: torch.Tensor,
     target_sim: torch.Tensor,
@@ -235,6 +238,7 @@ def bam_similarity_loss(
     return loss / n_global, P_all
 
 
+@float32_loss
 def bam_loss(
     embeddings: Sequence[torch.Tensor],
     teacher_embeddings: Sequence[torch.Tensor] | None = None,
@@ -394,6 +398,7 @@ class BAMLoss(nn.Module):
         self.gather = bool(gather)
         self.last_column_mass_cv = None
 
+    @float32_loss
     def forward(self, embeddings: Sequence[torch.Tensor], teacher_embeddings: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         loss, P = _bam_loss(
             embeddings,

@@ -19,13 +19,13 @@ from torch import nn
 
 from geossl import dist
 from geossl.errors import GeosslError
+from geossl.losses.precision import float32_loss, full_precision
 
 __all__ = [
     "BarlowTwinsLoss",
     "barlow_twins_loss",
     "cross_correlation",
     "cross_product_norms",
-    "full_precision",
     "off_diagonal",
 ]
 
@@ -37,11 +37,6 @@ def off_diagonal(m: torch.Tensor) -> torch.Tensor:
         raise GeosslError(f"off_diagonal needs a square matrix, got {tuple(m.shape)}")
     # Row-major: after dropping the last element, rows of length n + 1 each start with a diagonal entry.
     return m.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
-
-
-def full_precision(z: torch.Tensor) -> torch.Tensor:
-    """``z`` in float32 if it is float16/bfloat16 (mixed precision), unchanged otherwise (float32, float64)."""
-    return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
 
 
 def _standardize(z: torch.Tensor, center: bool, eps: float) -> torch.Tensor:
@@ -95,6 +90,7 @@ def cross_product_norms(a: torch.Tensor, b: torch.Tensor, use_gram: bool | None 
     return diag, (a.T @ b).pow(2).sum()
 
 
+@float32_loss
 def barlow_twins_loss(
     z_a: torch.Tensor,
     z_b: torch.Tensor,
@@ -167,6 +163,7 @@ class BarlowTwinsLoss(nn.Module):
         self.center = center
         self.eps = float(eps)
 
+    @float32_loss
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         return barlow_twins_loss(z_a, z_b, self.lambda_, center=self.center, eps=self.eps, gather=self.gather)
 

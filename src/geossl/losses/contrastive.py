@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from geossl import dist
+from geossl.losses.precision import float32_loss
 
 
+@float32_loss
 def info_nce(
     z: torch.Tensor,
     pos_mask: torch.Tensor,
@@ -54,6 +56,7 @@ def info_nce(
     return per_anchor.mean()
 
 
+@float32_loss
 def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.1, *, gather: bool = True) -> torch.Tensor:
     """NT-Xent loss of SimCLR (Chen et al., ICML 2020, eq. 1), functional form.
 
@@ -116,6 +119,7 @@ class NTXentLoss(nn.Module):
         self.temperature = temperature
         self.gather = gather
 
+    @float32_loss
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         return nt_xent(z_a, z_b, self.temperature, gather=self.gather)
 

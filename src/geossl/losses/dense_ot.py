@@ -31,8 +31,8 @@ from torch import nn
 
 from geossl import dist
 from geossl.errors import GeosslError
-from geossl.losses.barlow_twins import full_precision
 from geossl.losses.contrastive import nt_xent
+from geossl.losses.precision import float32_loss, full_precision
 from geossl.ot.emd import emd
 from geossl.ot.sinkhorn import sinkhorn
 from geossl.ot.unbalanced import sinkhorn_unbalanced
@@ -139,6 +139,7 @@ def dense_targets(
     return targets / mass.clamp_min(1.0)
 
 
+@float32_loss
 def soft_dense_loss(
     dense_a: torch.Tensor,
     dense_b: torch.Tensor,
@@ -249,6 +250,7 @@ class SoftDenseLoss(nn.Module):
         self.gather = gather
         self.last_target_mass: torch.Tensor | None = None
 
+    @float32_loss
     def forward(
         self,
         dense_a: torch.Tensor,
@@ -319,6 +321,7 @@ class DenseOTLoss(nn.Module):
         self.dense = SoftDenseLoss(temperature, matcher, image_negatives, eps, reg_m, "mean", gather)
         self.last_terms: dict[str, float] = {}
 
+    @float32_loss
     def forward(
         self,
         global_a: torch.Tensor,

@@ -24,6 +24,7 @@ from torch import nn
 
 from geossl import dist
 from geossl.errors import GeosslError
+from geossl.losses.precision import float32_loss
 
 __all__ = ["DINOLoss", "dino_loss", "teacher_temperature"]
 
@@ -45,6 +46,7 @@ def teacher_temperature(step: int, warmup_steps: int, start: float = 0.04, end: 
     return float(start + (end - start) * max(step, 0) / (warmup_steps - 1))
 
 
+@float32_loss
 def dino_loss(
     teacher_out: Sequence[torch.Tensor] | torch.Tensor,
     student_out: Sequence[torch.Tensor] | torch.Tensor,
@@ -146,6 +148,7 @@ class DINOLoss(nn.Module):
             return float(self.teacher_temp)
         return teacher_temperature(step, self.warmup_teacher_temp_steps, self.warmup_teacher_temp, self.teacher_temp)
 
+    @float32_loss
     def forward(
         self,
         teacher_out: Sequence[torch.Tensor],

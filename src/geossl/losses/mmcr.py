@@ -23,11 +23,12 @@ from torch import nn
 
 from geossl import dist
 from geossl.errors import GeosslError
-from geossl.losses.barlow_twins import full_precision
+from geossl.losses.precision import float32_loss, full_precision
 
 __all__ = ["MMCRLoss", "mmcr_loss"]
 
 
+@float32_loss
 def mmcr_loss(z: torch.Tensor, lambda_: float = 0.0, *, gather: bool = True) -> torch.Tensor:
     """MMCR loss, functional form.
 
@@ -82,6 +83,7 @@ class MMCRLoss(nn.Module):
         self.lambda_ = float(lambda_)
         self.gather = gather
 
+    @float32_loss
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return mmcr_loss(z, self.lambda_, gather=self.gather)
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from geossl import dist
 from geossl.errors import GeosslError
+from geossl.losses.precision import float32_loss
 
 __all__ = ["MemoryQueue", "MoCoLoss", "MoCoV3Loss", "moco_loss", "moco_v3_contrastive", "moco_v3_loss"]
 
@@ -85,6 +86,7 @@ class MemoryQueue(nn.Module):
         return f"size={self.size}, dim={self.dim}"
 
 
+@float32_loss
 def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """MoCo InfoNCE of queries against their positive keys and a bank of negative keys.
 
@@ -143,6 +145,7 @@ class MoCoLoss(nn.Module):
         self.gather = gather
         self.queue = MemoryQueue(queue_size, dim)
 
+    @float32_loss
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return moco_loss(q, k, self.queue.keys, self.temperature)
 
@@ -155,6 +158,7 @@ class MoCoLoss(nn.Module):
         return f"temperature={self.temperature}, gather={self.gather}"
 
 
+@float32_loss
 def moco_v3_contrastive(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.2, gather: bool = True) -> torch.Tensor:
     """One direction of the MoCo v3 loss, ``ctr(q, k) = 2τ · CE(q kᵀ/τ, own index)`` (Algorithm 1).
 
@@ -181,6 +185,7 @@ def moco_v3_contrastive(q: torch.Tensor, k: torch.Tensor, temperature: float = 0
     return 2 * temperature * F.cross_entropy(logits, labels)
 
 
+@float32_loss
 def moco_v3_loss(
     q_a: torch.Tensor, q_b: torch.Tensor, k_a: torch.Tensor, k_b: torch.Tensor, temperature: float = 0.2, gather: bool = True
 ) -> torch.Tensor:
@@ -213,6 +218,7 @@ class MoCoV3Loss(nn.Module):
         self.temperature = float(temperature)
         self.gather = gather
 
+    @float32_loss
     def forward(self, q_a: torch.Tensor, q_b: torch.Tensor, k_a: torch.Tensor, k_b: torch.Tensor) -> torch.Tensor:
         return moco_v3_loss(q_a, q_b, k_a, k_b, self.temperature, self.gather)
 

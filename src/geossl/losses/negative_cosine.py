@@ -16,12 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from geossl.errors import GeosslError
+from geossl.losses.precision import float32_loss
 
 __all__ = ["NegativeCosineSimilarity", "negative_cosine_similarity"]
 
 FORMS = ("simsiam", "byol")
 
 
+@float32_loss
 def negative_cosine_similarity(p: torch.Tensor, z: torch.Tensor, form: str = "simsiam") -> torch.Tensor:
     """Mean negative cosine similarity between predictions and targets.
 
@@ -69,6 +71,7 @@ class NegativeCosineSimilarity(nn.Module):
             raise GeosslError(f"form must be one of {FORMS}, got {form!r}")
         self.form = form
 
+    @float32_loss
     def forward(self, p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return negative_cosine_similarity(p, z, self.form)
 

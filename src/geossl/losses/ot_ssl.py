@@ -32,7 +32,8 @@ from torch import nn
 
 from geossl import dist
 from geossl.errors import GeosslError
-from geossl.losses.barlow_twins import cross_correlation, full_precision
+from geossl.losses.barlow_twins import cross_correlation
+from geossl.losses.precision import float32_loss, full_precision
 from geossl.ot.sinkhorn import sinkhorn
 
 __all__ = [
@@ -142,6 +143,7 @@ def _reduce(terms: torch.Tensor, offset: float, normalize_rows: bool, reduction:
 # L_Sample
 
 
+@float32_loss
 def ot_sample_loss(
     z_a: torch.Tensor,
     z_b: torch.Tensor,
@@ -255,6 +257,7 @@ class OTSampleLoss(nn.Module):
         self.gather = gather
         self.last_marginal_error: torch.Tensor | None = None
 
+    @float32_loss
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         loss, info = ot_sample_loss(
             z_a, z_b, self.eps, self.n_iters, layout=self.layout, normalize_rows=self.normalize_rows,
@@ -282,6 +285,7 @@ def feature_correlation(z_a: torch.Tensor, z_b: torch.Tensor, feature_norm: str 
     return z_a.T @ z_b
 
 
+@float32_loss
 def ot_feature_loss(
     z_a: torch.Tensor,
     z_b: torch.Tensor,
@@ -383,6 +387,7 @@ class OTFeatureLoss(nn.Module):
         self.gather = gather
         self.last_marginal_error: torch.Tensor | None = None
 
+    @float32_loss
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         loss, info = ot_feature_loss(
             z_a, z_b, self.eps, self.n_iters, feature_norm=self.feature_norm, normalize_rows=self.normalize_rows,
@@ -450,6 +455,7 @@ def coot_log_plans(
     return log_P, log_Q, err_s, err_f
 
 
+@float32_loss
 def coot_loss(
     z_a: torch.Tensor,
     z_b: torch.Tensor,
@@ -606,6 +612,7 @@ class COOTLoss(nn.Module):
         self.last_marginal_error: torch.Tensor | None = None
         self.last_info: dict[str, torch.Tensor] = {}
 
+    @float32_loss
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         loss, info = coot_loss(
             z_a, z_b, self.eps, reg_scale=self.reg_scale, lam_s=self.lam_s, lam_f=self.lam_f, layout=self.layout,

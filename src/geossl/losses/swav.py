@@ -27,6 +27,7 @@ from torch import nn
 
 from geossl import dist
 from geossl.errors import GeosslError
+from geossl.losses.precision import float32_loss
 from geossl.ot.distributed import distributed_sinkhorn
 from geossl.ot.sinkhorn import sinkhorn
 
@@ -34,6 +35,7 @@ __all__ = ["SwAVLoss", "SwAVQueue", "swav_codes", "swav_loss"]
 
 
 @torch.no_grad()
+@float32_loss
 def swav_codes(
     scores: torch.Tensor,
     eps: float = 0.05,
@@ -71,6 +73,7 @@ def swav_codes(
     return codes[: scores.shape[0]]
 
 
+@float32_loss
 def swav_loss(
     global_scores: Sequence[torch.Tensor],
     local_scores: Sequence[torch.Tensor] = (),
@@ -174,6 +177,7 @@ class SwAVLoss(nn.Module):
         self.sinkhorn_iters = sinkhorn_iters
         self.gather = gather
 
+    @float32_loss
     def forward(
         self,
         global_scores: Sequence[torch.Tensor],

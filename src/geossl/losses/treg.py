@@ -30,6 +30,7 @@ from torch import nn
 from geossl import dist
 from geossl.errors import GeosslError
 from geossl.geometry.mst import mst_length
+from geossl.losses.precision import float32_loss
 
 __all__ = ["TREG", "TREGSLoss", "mst_loss", "sphere_loss", "treg", "tregs_loss"]
 
@@ -47,6 +48,7 @@ def _check_weight(name: str, value: float) -> None:
         raise GeosslError(f"{name} must be a non-negative number, got {value!r}")
 
 
+@float32_loss
 def mst_loss(z: torch.Tensor) -> torch.Tensor:
     """``L_E = −E(MST(z)) / n``: minus the MST length per point (paper eq. for L_E).
 
@@ -59,6 +61,7 @@ def mst_loss(z: torch.Tensor) -> torch.Tensor:
     return -mst_length(z) / z.shape[0]
 
 
+@float32_loss
 def sphere_loss(z: torch.Tensor) -> torch.Tensor:
     """``L_S = mean_i (‖z_i‖ − 1)²``: the soft constraint that keeps T-REG's expansion on the unit sphere.
 
@@ -71,6 +74,7 @@ def sphere_loss(z: torch.Tensor) -> torch.Tensor:
     return ((z.norm(dim=1) - 1) ** 2).mean()
 
 
+@float32_loss
 def treg(z: torch.Tensor, gamma: float = 0.2, lam: float = 8e-4, *, gather: bool = True, normalize: bool = False) -> torch.Tensor:
     """T-REG ``γ L_E(z) + λ L_S(z)`` on one view's embeddings.
 
@@ -97,6 +101,7 @@ def treg(z: torch.Tensor, gamma: float = 0.2, lam: float = 8e-4, *, gather: bool
     return gamma * mst_loss(z) + lam * sphere_loss(z)
 
 
+@float32_loss
 def tregs_loss(
     z_a: torch.Tensor,
     z_b: torch.Tensor,
@@ -154,6 +159,7 @@ class TREG(nn.Module):
         _check_weight("lam", lam)
         self.gamma, self.lam, self.gather, self.normalize = float(gamma), float(lam), bool(gather), bool(normalize)
 
+    @float32_loss
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return treg(z, self.gamma, self.lam, gather=self.gather, normalize=self.normalize)
 
@@ -186,6 +192,7 @@ class TREGSLoss(nn.Module):
             _check_weight(name, value)
         self.beta, self.gamma, self.lam, self.gather = float(beta), float(gamma), float(lam), bool(gather)
 
+    @float32_loss
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         return tregs_loss(z_a, z_b, self.beta, self.gamma, self.lam, gather=self.gather)
 

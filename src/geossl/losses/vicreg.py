@@ -26,7 +26,8 @@ from torch import nn
 
 from geossl import dist
 from geossl.errors import GeosslError
-from geossl.losses.barlow_twins import cross_product_norms, full_precision
+from geossl.losses.barlow_twins import cross_product_norms
+from geossl.losses.precision import float32_loss, full_precision
 
 __all__ = ["VICRegLoss", "covariance_term", "invariance_term", "variance_term", "vicreg_loss"]
 
@@ -62,6 +63,7 @@ def covariance_term(z: torch.Tensor) -> torch.Tensor:
     return (frobenius_sq - diag.pow(2).sum()) / ((n - 1) ** 2 * d)
 
 
+@float32_loss
 def vicreg_loss(
     z_a: torch.Tensor,
     z_b: torch.Tensor,
@@ -153,6 +155,7 @@ class VICRegLoss(nn.Module):
         self.gather = gather
         self.reference_scaling = reference_scaling
 
+    @float32_loss
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         return vicreg_loss(
             z_a,

@@ -9,6 +9,7 @@ from torch import nn
 from geossl.augment.views import ViewConfig
 from geossl.errors import GeosslError
 from geossl.losses.dino import DINOLoss, teacher_temperature
+from geossl.losses.precision import full_precision
 from geossl.methods._multicrop import multicrop_forward, multicrop_views, scale_grad, training_fraction_reached
 from geossl.methods.base import Method, StepOutput
 from geossl.nn.backbones import feature_dim
@@ -65,9 +66,11 @@ class DINOHead(nn.Module):
         self.last_g = nn.Parameter(torch.ones(out_dim, 1), requires_grad=not norm_last_layer)
 
     def forward(self, x: torch.Tensor, last_layer_grad: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        z = F.normalize(self.mlp(x), dim=-1)
+        z = F.normalize(full_precision(self.mlp(x)), dim=-1)
         weight = scale_grad(self.last_g, last_layer_grad) * F.normalize(scale_grad(self.last_v, last_layer_grad), dim=1)
-        return z @ weight.T, z
+        # float32 under mixed precision: the teacher's logits are divided by tau_t = 0.04 (geossl.losses.precision)
+        with torch.autocast(z.device.type, enabled=False):
+            return z @ weight.T, z
 
 
 class DINO(Method):

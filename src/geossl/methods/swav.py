@@ -8,6 +8,7 @@ from torch import nn
 
 from geossl.augment.views import ViewConfig
 from geossl.errors import GeosslError
+from geossl.losses.precision import full_precision
 from geossl.losses.swav import SwAVLoss, SwAVQueue
 from geossl.methods._multicrop import multicrop_forward, multicrop_views, scale_grad, training_fraction_reached
 from geossl.methods.base import Method, StepOutput
@@ -40,7 +41,9 @@ class SwAVPrototypes(nn.Module):
         self.weight.copy_(F.normalize(self.weight, dim=1))
 
     def forward(self, z: torch.Tensor, grad_scale: float = 1.0) -> torch.Tensor:
-        return z @ scale_grad(self.weight, grad_scale).T
+        # float32 under mixed precision: the scores are divided by tau = 0.1 (geossl.losses.precision)
+        with torch.autocast(z.device.type, enabled=False):
+            return full_precision(z) @ scale_grad(self.weight, grad_scale).T
 
 
 class SwAV(Method):
@@ -153,7 +156,7 @@ class SwAV(Method):
         if len(views) < N_GLOBAL:
             raise GeosslError(f"SwAV needs at least {N_GLOBAL} views (the global crops first), got {len(views)}.")
         feats = multicrop_forward(self.backbone, views)
-        z = F.normalize(self.projector(torch.cat(feats)), dim=1)
+        z = F.normalize(full_precision(self.projector(torch.cat(feats))), dim=1)
         frozen = not training_fraction_reached(self._step, self._total_steps, self.freeze_prototypes)
         scores = self.prototypes(z, grad_scale=0.0 if frozen else 1.0).split([v.shape[0] for v in views])
         z_global = z[: sum(v.shape[0] for v in views[:N_GLOBAL])].split([v.shape[0] for v in views[:N_GLOBAL]])

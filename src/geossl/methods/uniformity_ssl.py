@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geossl.errors import GeosslError
+from geossl.losses.precision import full_precision
 from geossl.losses.uniformity import (
     AlignUniformLoss,
     SSWUniformityLoss,
@@ -33,7 +34,8 @@ class SphereHead(nn.Sequential):
         super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(super().forward(x), dim=1)
+        # normalised in float32: a bfloat16 row is off the sphere by up to 1e-2 (mixed precision)
+        return F.normalize(full_precision(super().forward(x)), dim=1)
 
 
 class _SphereAlignUniform(Method):
