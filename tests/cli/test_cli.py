@@ -229,3 +229,13 @@ def test_console_script_prints_one_line_and_exit_code_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_or_unsupported_precision_is_one_line_before_any_data_is_read(tmp_path):
+    missing = tmp_path / "not-read"  # validation runs before the data: a missing folder is not reported
+    result = invoke("pretrain", "--train-data", missing, "--precision", "bf16", "--run-dir", tmp_path / "r1", *FAST)
+    assert_user_error(result, "unknown precision 'bf16'", "Did you mean 'bf16-mixed'?")
+    result = invoke("pretrain", "--train-data", missing, "--precision", "16-mixed", "--accelerator", "cpu",
+                    "--run-dir", tmp_path / "r2", *FAST)
+    assert_user_error(result, "16-mixed needs a GPU", "--precision bf16-mixed")
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()

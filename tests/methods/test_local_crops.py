@@ -152,3 +152,10 @@ def test_pretrain_with_local_crops(tmp_path):
     pretrain(config)
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "local_crops: 2" in saved and saved.count("size: 16") == 2  # 2 local crops at 96/224 of 32 px, >= 16
+
+
+def test_dino_widens_its_global_crops_without_local_crops():
+    """The authors' advice for DINO without multi-crop: global crops of scale 0.14-1 instead of 0.4-1."""
+    dino = METHODS["dino"]
+    assert [v.crop_scale for v in dino.default_views(64, True, n_local=6)[:2]] == [(0.4, 1.0)] * 2
+    assert [v.crop_scale for v in dino.default_views(64, True, n_local=0)] == [(0.14, 1.0)] * 2

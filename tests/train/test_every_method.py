@@ -100,3 +100,20 @@ def test_teacher_layer_loads_the_ema_teachers_backbone(tmp_path) -> None:
                             run_dir=str(simclr_run), accelerator="cpu", progress=False, online_eval=False))
     with pytest.raises(GeosslError, match="has no EMA teacher"):
         load_encoder(simclr_run, layer="teacher", prefer="last")
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_pretrain_every_method_in_bfloat16_mixed_precision(tmp_path, name: str) -> None:
+    """``--precision bf16-mixed`` on the CPU (oneDNN's bfloat16 kernels, about 2x faster ResNet steps on CPUs with
+    AMX/AVX-512 BF16): the backbone and heads run in bfloat16, every loss in float32 (geossl.losses.precision), and
+    the weights stay float32."""
+    import torch
+
+    data = make_rgb_folder(tmp_path / "data", size=32)
+    run = tmp_path / "run"
+    config = PretrainConfig(method=name, method_args=_args(name), train_data=str(data), epochs=1, batch_size=8,
+                            run_dir=str(run), accelerator="cpu", progress=False, online_eval=False, precision="bf16-mixed")
+    result = pretrain(config)
+    assert math.isfinite(_last_loss(run))
+    state = torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}

@@ -25,7 +25,7 @@ from torch import nn
 
 from geossl import dist
 from geossl.errors import GeosslError
-from geossl.losses.precision import float32_loss
+from geossl.losses.precision import float32_loss, full_precision
 
 __all__ = ["MemoryQueue", "MoCoLoss", "MoCoV3Loss", "moco_loss", "moco_v3_contrastive", "moco_v3_loss"]
 
@@ -152,7 +152,7 @@ class MoCoLoss(nn.Module):
     @torch.no_grad()
     def enqueue(self, k: torch.Tensor) -> None:
         """Normalise the keys (N, D) and push them (gathered over processes) into the queue."""
-        self.queue.enqueue(F.normalize(k.detach(), dim=1), gather=self.gather)
+        self.queue.enqueue(F.normalize(full_precision(k.detach()), dim=1), gather=self.gather)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, gather={self.gather}"

@@ -40,25 +40,35 @@ def _tensors(obj: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(item)
 
 
-def _upcast(obj: Any) -> Any:
+def _upcast(obj: Any, unit_rows: bool) -> Any:
     if isinstance(obj, torch.Tensor):
+        if unit_rows and obj.dtype in HALF_DTYPES:
+            return torch.nn.functional.normalize(obj.float(), dim=-1)
         return full_precision(obj)
     if isinstance(obj, list):
-        return [_upcast(item) for item in obj]
+        return [_upcast(item, unit_rows) for item in obj]
     if isinstance(obj, tuple):
-        return tuple(_upcast(item) for item in obj)
+        return tuple(_upcast(item, unit_rows) for item in obj)
     if isinstance(obj, dict):
-        return {key: _upcast(item) for key, item in obj.items()}
+        return {key: _upcast(item, unit_rows) for key, item in obj.items()}
     return obj
 
 
-def float32_loss(fn: F) -> F:
+def float32_loss(fn: F | None = None, *, unit_rows: bool = False) -> Any:
     """Run a loss (a function or a module's ``forward``) in float32 under mixed precision.
 
     Inside the call autocast is off, and float16/bfloat16 tensor arguments (also inside lists, tuples and dicts)
     are cast to float32; the result is float32. Gradients flow back through the casts in the arguments' dtypes.
     Without autocast and with float32/float64 arguments the call is unchanged (no cast, no context).
+
+    Args:
+        fn: the loss; ``@float32_loss`` or ``@float32_loss(unit_rows=True)``.
+        unit_rows: the loss takes points on the unit sphere (rows): half-precision arguments, unit only to about
+            1e-2 in bfloat16, are re-normalised after the cast so that they are unit to float32 precision
+            (float32/float64 arguments are left as given and checked by the loss).
     """
+    if fn is None:
+        return functools.partial(float32_loss, unit_rows=unit_rows)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -69,6 +79,6 @@ def float32_loss(fn: F) -> F:
         if not torch.is_autocast_enabled(device_type) and not any(t.dtype in HALF_DTYPES for t in tensors):
             return fn(*args, **kwargs)
         with torch.autocast(device_type, enabled=False):
-            return fn(*_upcast(args), **_upcast(kwargs))
+            return fn(*_upcast(args, unit_rows), **_upcast(kwargs, unit_rows))
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

@@ -52,7 +52,7 @@ def _check_positive(name: str, value: float, allow_zero: bool = True) -> None:
         raise GeosslError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
 
 
-@float32_loss
+@float32_loss(unit_rows=True)
 def alignment_loss(z_a: torch.Tensor, z_b: torch.Tensor, alpha: float = 2.0) -> torch.Tensor:
     """``mean_i ‖z^A_i − z^B_i‖₂^α`` (Wang & Isola's L_align; α = 2 is SSW-SSL's alignment term).
 
@@ -70,7 +70,7 @@ def alignment_loss(z_a: torch.Tensor, z_b: torch.Tensor, alpha: float = 2.0) -> 
     return diff.norm(dim=1).pow(alpha).mean()
 
 
-@float32_loss
+@float32_loss(unit_rows=True)
 def wang_isola_uniformity(z: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     """``log mean_{i<j} exp(−t ‖z_i − z_j‖²)`` (Wang & Isola 2020, L_unif), differentiable, O(N² d).
 
@@ -85,7 +85,7 @@ def wang_isola_uniformity(z: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     return torch.logsumexp(-t * sq, dim=0) - torch.log(torch.tensor(float(sq.numel()), dtype=z.dtype, device=z.device))
 
 
-@float32_loss
+@float32_loss(unit_rows=True)
 def ssw_uniformity(z: torch.Tensor, n_projections: int = 10, seed: int | None = None) -> torch.Tensor:
     """``SSW₂²(z, Unif(S^{d−1}))``, the mean over L slices of the closed-form circle W₂² (no square root).
 
@@ -100,7 +100,7 @@ def ssw_uniformity(z: torch.Tensor, n_projections: int = 10, seed: int | None = 
     return spherical_sliced_wasserstein_to_uniform(z, n_projections=n_projections, seed=seed, squared=True)
 
 
-@float32_loss
+@float32_loss(unit_rows=True)
 def sw_uniformity(z: torch.Tensor, n_projections: int = 10, seed: int | None = None) -> torch.Tensor:
     """``SW₂²(z, Unif(S^{d−1}))`` with the Euclidean slices, exact per slice (no target samples).
 
@@ -129,7 +129,7 @@ class _AlignPlusUniformity(nn.Module):
     def align(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         return alignment_loss(z_a, z_b)
 
-    @float32_loss
+    @float32_loss(unit_rows=True)
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         _check_pair(z_a, z_b)
         g_a, g_b = (dist.gather(z_a), dist.gather(z_b)) if self.gather else (z_a, z_b)

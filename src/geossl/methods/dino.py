@@ -179,6 +179,9 @@ class DINO(Method):
     def default_views(cls, image_size: int, overhead: bool, n_local: int = 6) -> list[ViewConfig]:
         """DINO multi-crop: 2 global crops (scale 0.4-1) + ``n_local`` local crops (scale 0.05-0.4).
 
+        Without local crops (``n_local = 0``) the global crops take scale 0.14-1, as the authors recommend when
+        multi-crop is disabled (help of ``--global_crops_scale`` in their ``main_dino.py``): with local crops the
+        small scales (0.05-0.4) are theirs, without them the global crops must cover them.
         Paper: 2 x 224 + 10 x 96 px (authors' code default: 8 local crops); 6 here as SwAV, to bound CPU cost.
         Local crops are 96/224 of ``image_size`` (multiple of 8, >= 16 px). Blur probabilities 1.0 and 0.1 on the
         two global crops and 0.5 on the local ones; colour jitter (0.4, 0.4, 0.2, 0.1) is close to strength 0.5
@@ -188,7 +191,7 @@ class DINO(Method):
             image_size,
             overhead,
             n_local=n_local,
-            global_scale=(0.4, 1.0),
+            global_scale=(0.4, 1.0) if n_local > 0 else (0.14, 1.0),
             local_scale=(0.05, 0.4),
             global_blur=(1.0, 0.1),
             local_blur=0.5,

@@ -128,6 +128,11 @@ def default_views(method_cls: type, image_size: int, overhead: bool, local_crops
     return views
 
 
+#: Lightning's precision settings that geossl trains with: float32; bfloat16 autocast (CPUs with AVX-512 BF16/AMX
+#: and Ampere+ GPUs; the losses stay float32, geossl.losses.precision); float16 autocast with loss scaling (GPUs).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+
 def validate_config(config: PretrainConfig) -> None:
     """Cheap checks of names and numbers, before any data is read."""
     get_method(config.method)
@@ -142,6 +147,10 @@ def validate_config(config: PretrainConfig) -> None:
             raise GeosslError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(config, key)}")
     if config.lr is not None and config.lr <= 0:
         raise GeosslError(f"--lr must be positive, got {config.lr}")
+    if config.precision not in PRECISIONS:
+        raise unknown_name_error("precision", config.precision, PRECISIONS)
+    if config.precision == "16-mixed" and _runs_on_cpu(config):
+        raise GeosslError("--precision 16-mixed needs a GPU (float16 autocast); on the CPU use --precision bf16-mixed")
     local = config.local_crops
     if local is not None:
         if isinstance(local, bool) or not isinstance(local, int) or local < 0:
