@@ -101,10 +101,11 @@ def main() -> None:
         f"method with its default views and heads; the full step as pretrain runs it (views from the raw batch included); "
         f"{args.steps} timed steps per precision after 2 untimed, interleaved, medians; freed memory "
         f"{'kept for reuse, as pretrain runs on the CPU' if kept else 'returned to the system'}. CPU bfloat16 instructions: "
-        f"{cpu_bfloat16_support()} (without them oneDNN emulates bfloat16 and the speed-up can be below 1). "
+        f"{cpu_bfloat16_support()} (without them oneDNN has no native bfloat16 kernels; not measured here). "
         "bf16-mixed: torch.autocast('cpu', bfloat16) around forward and loss, as Lightning's bf16-mixed; every loss computes "
         "in float32 (geossl.losses.precision), the weights and optimiser stay float32. Loss columns: one fresh model, one "
-        "set of fixed views, no_grad, in each precision. Rows accumulate, each names the commit and time it was measured at."
+        "set of fixed views, no_grad, in each precision (a relative difference of a loss near 0, SimSiam's, is large in "
+        "relative terms only). Rows accumulate, each names the commit and time it was measured at."
     )
     write_results("cpu_precision", "Step time in float32 and bfloat16 mixed precision on the CPU", rows,
                   ["method", "float32 s", "bf16-mixed s", "speed-up", "img/s float32", "img/s bf16-mixed", "loss float32",
