@@ -32,6 +32,31 @@ def gloo_group(rank: int, world: int, store: str) -> Iterator[None]:
         dist.destroy_process_group()
 
 
+def _run_rank(rank: int, worker, world: int, store: str, out) -> None:
+    worker(rank, world, store, out)
+    out[("__done__", rank)] = True  # this rank left gloo_group, so every rank passed its final barrier
+
+
+def spawn_gloo(worker, world: int, out) -> None:
+    """``mp.spawn(worker, args=(world, store, out), nprocs=world)`` on a fresh :func:`gloo_store`; workers use
+    :func:`gloo_group`.
+
+    gloo can abort a process as it exits ('terminate called without an active exception', SIGABRT; seen in a
+    fresh-clone CI run on 2026-12-05 and once before). If the rank that failed had returned from its worker, it had
+    passed the final barrier of :func:`gloo_group`, so every rank had run every collective and written its results
+    before that barrier: the abort is ignored. An abort before that point is raised.
+    """
+    import torch.multiprocessing as mp
+
+    try:
+        mp.spawn(_run_rank, args=(worker, world, gloo_store(), out), nprocs=world, join=True)
+    except mp.ProcessExitedException as e:
+        if not out.get(("__done__", e.error_index), False):
+            raise
+    for rank in range(world):
+        out.pop(("__done__", rank), None)
+
+
 def gloo_store() -> str:
     """A fresh file-store path for a 2-process test group (``init_method=f"file://{path}"``).
 

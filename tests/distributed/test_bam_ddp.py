@@ -17,7 +17,7 @@ from torch import nn
 
 from geossl.losses.bam import BAMLoss, _bam_loss
 
-from ..conftest import gloo_group, gloo_store
+from ..conftest import gloo_group, spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -96,7 +96,7 @@ def _worker(rank: int, world: int, store: str, out: dict) -> None:
 def results() -> dict:
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_worker, args=(2, gloo_store(), out), nprocs=2, join=True)
+    spawn_gloo(_worker, 2, out)
     run(None, 1, out)
     return dict(out)
 

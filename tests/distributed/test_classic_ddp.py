@@ -17,7 +17,7 @@ from geossl.losses.mmcr import MMCRLoss
 from geossl.losses.moco import MoCoLoss, MoCoV3Loss
 from geossl.losses.vicreg import VICRegLoss
 
-from ..conftest import gloo_group, gloo_store
+from ..conftest import gloo_group, spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -110,7 +110,7 @@ def _worker(rank: int, world: int, store: str, out: dict) -> None:
 def ranks():
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_worker, args=(WORLD, gloo_store(), out), nprocs=WORLD, join=True)
+    spawn_gloo(_worker, WORLD, out)
     result = dict(out)
     assert result[0]["world"] == WORLD and result[1]["world"] == WORLD
     return result

@@ -9,7 +9,7 @@ from torch import nn
 from geossl import dist as gdist
 from geossl.losses import NTXentLoss
 
-from ..conftest import gloo_group, gloo_store
+from ..conftest import gloo_group, spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -52,7 +52,7 @@ def test_two_process_loss_and_gradients_equal_single_process():
 
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_worker, args=(2, gloo_store(), out), nprocs=2, join=True)
+    spawn_gloo(_worker, 2, out)
     assert out["world"] == 2
     assert out["loss"] == pytest.approx(loss.item(), abs=1e-12)
     assert torch.allclose(out["grad_w"], model.weight.grad, atol=1e-12)

@@ -21,7 +21,7 @@ from geossl.losses.ot_ssl import COOTLoss, OTFeatureLoss, OTSampleLoss
 from geossl.losses.treg import TREG, TREGSLoss
 from geossl.losses.uniformity import AlignUniformLoss, SSWUniformityLoss, SWUniformityLoss
 
-from ..conftest import gloo_group, gloo_store
+from ..conftest import gloo_group, spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -90,7 +90,7 @@ def _worker(rank: int, world: int, store: str, out: dict) -> None:
 @pytest.fixture(scope="module")
 def two_process_results() -> dict:
     out = mp.Manager().dict()
-    mp.spawn(_worker, args=(2, gloo_store(), out), nprocs=2, join=True)
+    spawn_gloo(_worker, 2, out)
     return dict(out)
 
 

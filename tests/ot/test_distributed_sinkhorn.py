@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from geossl.errors import GeosslError
 from geossl.ot.distributed import distributed_sinkhorn
 from geossl.ot.sinkhorn import sinkhorn
 
-from ..conftest import gloo_store
+from ..conftest import gloo_group, spawn_gloo
 
 N, K = 16, 7
 
@@ -108,8 +107,7 @@ CASES = [
 
 
 def _worker(rank: int, world: int, store: str, out: dict) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, store):
         for i, (name, split, reg, n_iters, uniform_b, last) in enumerate(CASES):
             M, b = problem(10 + i, uniform_b=uniform_b)
             start = sum(split[:rank])
@@ -121,14 +119,12 @@ def _worker(rank: int, world: int, store: str, out: dict) -> None:
             distributed_sinkhorn(torch.zeros(3, K + rank, dtype=torch.float64), 0.05)
         except GeosslError as e:
             out[("k_error", rank)] = str(e)
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.distributed
 def test_two_processes_give_the_rows_of_the_single_process_plan() -> None:
     out = mp.Manager().dict()
-    mp.spawn(_worker, args=(2, gloo_store(), out), nprocs=2, join=True)
+    spawn_gloo(_worker, 2, out)
     for i, (name, split, reg, n_iters, uniform_b, last) in enumerate(CASES):
         M, b = problem(10 + i, uniform_b=uniform_b)
         P = reference(M, b, reg, n_iters, last)
