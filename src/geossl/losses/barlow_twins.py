@@ -19,7 +19,7 @@ from torch import nn
 
 from geossl import dist
 from geossl.errors import GeosslError
-from geossl.losses.precision import float32_loss, full_precision
+from geossl.losses.precision import float32_loss
 
 __all__ = [
     "BarlowTwinsLoss",
@@ -117,16 +117,14 @@ def barlow_twins_loss(
         raise GeosslError(f"z_a and z_b must both be (N, D) with the same shape, got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
     if gather and dist.is_distributed():
         z_a, z_b = dist.gather(z_a), dist.gather(z_b)
-    # Batch statistics and a D x D sum of squares lose too much in half precision: float32 even under autocast.
-    with torch.autocast(z_a.device.type, enabled=False):
-        n = z_a.shape[0]
-        a = _standardize(full_precision(z_a), center, eps)
-        b = _standardize(full_precision(z_b), center, eps)
-        # C = aᵀb / N, through its diagonal and Frobenius norm only (see cross_product_norms).
-        diag, frobenius_sq = cross_product_norms(a, b)
-        c_diag = diag / n
-        on_diag = (c_diag - 1).pow(2).sum()
-        off_diag = frobenius_sq / n**2 - c_diag.pow(2).sum()
+    n = z_a.shape[0]
+    a = _standardize(z_a, center, eps)
+    b = _standardize(z_b, center, eps)
+    # C = aᵀb / N, through its diagonal and Frobenius norm only (see cross_product_norms).
+    diag, frobenius_sq = cross_product_norms(a, b)
+    c_diag = diag / n
+    on_diag = (c_diag - 1).pow(2).sum()
+    off_diag = frobenius_sq / n**2 - c_diag.pow(2).sum()
     return on_diag + lambda_ * off_diag
 
 

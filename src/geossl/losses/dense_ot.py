@@ -187,23 +187,21 @@ def soft_dense_loss(
     tau = _check_positive(temperature, "temperature", "DenseCL uses 0.2")
     if reduction not in REDUCTIONS:
         raise GeosslError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}.")
-    with torch.autocast(a.device.type, enabled=False):
-        a, b = full_precision(a), full_precision(b)
-        za, zb = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-        logits = za @ zb.transpose(1, 2) / tau  # (B, n, n)
-        if image_negatives:
-            pooled = F.normalize(b.mean(1), dim=-1)  # (B, D): image-level view-B vectors
-            own = torch.arange(B, device=a.device)
-            if gather and dist.is_distributed():
-                pooled = dist.gather(pooled)
-                own = own + dist.rank() * B
-            neg = torch.einsum("bnd,md->bnm", za, pooled) / tau  # (B, n, M)
-            self_image = F.one_hot(own, pooled.shape[0]).bool()[:, None, :]
-            neg = neg.masked_fill(self_image, torch.finfo(neg.dtype).min)
-            log_z = torch.logsumexp(torch.cat([logits, neg], dim=-1), dim=-1, keepdim=True)
-        else:
-            log_z = torch.logsumexp(logits, dim=-1, keepdim=True)
-        loss = -(targets.detach().to(logits.dtype) * (logits - log_z)).sum()
+    za, zb = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    logits = za @ zb.transpose(1, 2) / tau  # (B, n, n)
+    if image_negatives:
+        pooled = F.normalize(b.mean(1), dim=-1)  # (B, D): image-level view-B vectors
+        own = torch.arange(B, device=a.device)
+        if gather and dist.is_distributed():
+            pooled = dist.gather(pooled)
+            own = own + dist.rank() * B
+        neg = torch.einsum("bnd,md->bnm", za, pooled) / tau  # (B, n, M)
+        self_image = F.one_hot(own, pooled.shape[0]).bool()[:, None, :]
+        neg = neg.masked_fill(self_image, torch.finfo(neg.dtype).min)
+        log_z = torch.logsumexp(torch.cat([logits, neg], dim=-1), dim=-1, keepdim=True)
+    else:
+        log_z = torch.logsumexp(logits, dim=-1, keepdim=True)
+    loss = -(targets.detach().to(logits.dtype) * (logits - log_z)).sum()
     return loss / (B * n) if reduction == "mean" else loss
 
 

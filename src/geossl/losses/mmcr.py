@@ -23,7 +23,7 @@ from torch import nn
 
 from geossl import dist
 from geossl.errors import GeosslError
-from geossl.losses.precision import float32_loss, full_precision
+from geossl.losses.precision import float32_loss
 
 __all__ = ["MMCRLoss", "mmcr_loss"]
 
@@ -44,14 +44,12 @@ def mmcr_loss(z: torch.Tensor, lambda_: float = 0.0, *, gather: bool = True) -> 
         raise GeosslError(f"z must be (N, K, d): images, views, features; got shape {tuple(z.shape)}")
     if gather and dist.is_distributed():
         z = dist.gather(z)
-    # SVDs are not implemented in half precision: float32 even under autocast.
-    with torch.autocast(z.device.type, enabled=False):
-        z = F.normalize(full_precision(z), dim=-1)
-        centroids = z.mean(dim=1)  # (N, d)
-        # svdvals' backward is U Vᵀ: unique while no singular value is 0 (repeated ones are fine, unlike for U, V).
-        loss = -torch.linalg.svdvals(centroids).sum()
-        if lambda_ != 0:
-            loss = loss + lambda_ * torch.linalg.svdvals(z).sum() / z.shape[0]
+    z = F.normalize(z, dim=-1)
+    centroids = z.mean(dim=1)  # (N, d)
+    # svdvals' backward is U Vᵀ: unique while no singular value is 0 (repeated ones are fine, unlike for U, V).
+    loss = -torch.linalg.svdvals(centroids).sum()
+    if lambda_ != 0:
+        loss = loss + lambda_ * torch.linalg.svdvals(z).sum() / z.shape[0]
     return loss
 
 

@@ -33,7 +33,7 @@ from torch import nn
 from geossl import dist
 from geossl.errors import GeosslError
 from geossl.losses.barlow_twins import cross_correlation
-from geossl.losses.precision import float32_loss, full_precision
+from geossl.losses.precision import float32_loss
 from geossl.ot.sinkhorn import sinkhorn
 
 __all__ = [
@@ -196,20 +196,19 @@ def ot_sample_loss(
     _check_choice(layout, "layout", LAYOUTS)
     _check_choice(reduction, "reduction", REDUCTIONS)
     z_a, z_b = _gathered(z_a, z_b, gather)
-    with torch.autocast(z_a.device.type, enabled=False):
-        z_a, z_b = F.normalize(full_precision(z_a), dim=1), F.normalize(full_precision(z_b), dim=1)
-        n = z_a.shape[0]
-        if layout == "full":
-            z = torch.cat([z_a, z_b])
-            log_plan, err = entropic_log_plan(1 - z @ z.T, eps, n_iters, mask=_diag_mask(2 * n, z.device))
-            idx = torch.arange(n, device=z.device)
-            terms = torch.cat([log_plan[idx, idx + n], log_plan[idx + n, idx]])
-            size = 2 * n
-        else:
-            log_plan, err = entropic_log_plan(1 - z_a @ z_b.T, eps, n_iters)
-            terms = torch.diagonal(log_plan)
-            size = n
-        loss = _reduce(terms, math.log(size), normalize_rows, reduction)
+    z_a, z_b = F.normalize(z_a, dim=1), F.normalize(z_b, dim=1)
+    n = z_a.shape[0]
+    if layout == "full":
+        z = torch.cat([z_a, z_b])
+        log_plan, err = entropic_log_plan(1 - z @ z.T, eps, n_iters, mask=_diag_mask(2 * n, z.device))
+        idx = torch.arange(n, device=z.device)
+        terms = torch.cat([log_plan[idx, idx + n], log_plan[idx + n, idx]])
+        size = 2 * n
+    else:
+        log_plan, err = entropic_log_plan(1 - z_a @ z_b.T, eps, n_iters)
+        terms = torch.diagonal(log_plan)
+        size = n
+    loss = _reduce(terms, math.log(size), normalize_rows, reduction)
     return (loss, {"marginal_error": err}) if return_info else loss
 
 
@@ -338,12 +337,11 @@ def ot_feature_loss(
     z_a, z_b = _gathered(z_a, z_b, gather)
     if feature_norm == "bt" and z_a.shape[0] < 2:
         raise GeosslError("feature_norm='bt' standardises each feature over the batch; pass at least 2 rows.")
-    with torch.autocast(z_a.device.type, enabled=False):
-        z_a, z_b = F.normalize(full_precision(z_a), dim=1), F.normalize(full_precision(z_b), dim=1)
-        rho = feature_correlation(z_a, z_b, feature_norm)
-        log_plan, err = entropic_log_plan(1 - rho, eps, n_iters)
-        terms = torch.diagonal(log_plan)
-        loss = _reduce(terms, math.log(terms.numel()), normalize_rows, reduction)
+    z_a, z_b = F.normalize(z_a, dim=1), F.normalize(z_b, dim=1)
+    rho = feature_correlation(z_a, z_b, feature_norm)
+    log_plan, err = entropic_log_plan(1 - rho, eps, n_iters)
+    terms = torch.diagonal(log_plan)
+    loss = _reduce(terms, math.log(terms.numel()), normalize_rows, reduction)
     return (loss, {"marginal_error": err}) if return_info else loss
 
 
@@ -529,28 +527,27 @@ def coot_loss(
         if not math.isfinite(float(lam)) or float(lam) < 0:
             raise GeosslError(f"{name} must be a finite number >= 0 (1 in [B]), got {lam!r}.")
     z_a, z_b = _gathered(z_a, z_b, gather)
-    with torch.autocast(z_a.device.type, enabled=False):
-        z_a, z_b = F.normalize(full_precision(z_a), dim=1), F.normalize(full_precision(z_b), dim=1)
-        n = z_a.shape[0]
-        if layout == "full":
-            X = Y = torch.cat([z_a, z_b])
-            mask = _diag_mask(2 * n, X.device)
-        else:
-            X, Y, mask = z_a, z_b, None
-        if reg_scale == "mean":
-            with torch.no_grad():
-                # mean over i, j, k, l of (X_ik - Y_jl)^2, expanded so that no 4-index tensor is formed
-                scale = (X * X).mean() + (Y * Y).mean() - 2 * X.mean() * Y.mean()
-            eps = eps * max(float(scale), 1e-12)
-        log_P, log_Q, err_s, err_f = coot_log_plans(X, Y, eps, n_iters, inner_iters, sample_mask=mask)
-        if layout == "full":
-            idx = torch.arange(n, device=X.device)
-            samp = torch.cat([log_P[idx, idx + n], log_P[idx + n, idx]])
-        else:
-            samp = torch.diagonal(log_P)
-        feat = torch.diagonal(log_Q)
-        loss = float(lam_s) * _reduce(samp, math.log(log_P.shape[0]), normalize_rows, reduction)
-        loss = loss + float(lam_f) * _reduce(feat, math.log(log_Q.shape[0]), normalize_rows, reduction)
+    z_a, z_b = F.normalize(z_a, dim=1), F.normalize(z_b, dim=1)
+    n = z_a.shape[0]
+    if layout == "full":
+        X = Y = torch.cat([z_a, z_b])
+        mask = _diag_mask(2 * n, X.device)
+    else:
+        X, Y, mask = z_a, z_b, None
+    if reg_scale == "mean":
+        with torch.no_grad():
+            # mean over i, j, k, l of (X_ik - Y_jl)^2, expanded so that no 4-index tensor is formed
+            scale = (X * X).mean() + (Y * Y).mean() - 2 * X.mean() * Y.mean()
+        eps = eps * max(float(scale), 1e-12)
+    log_P, log_Q, err_s, err_f = coot_log_plans(X, Y, eps, n_iters, inner_iters, sample_mask=mask)
+    if layout == "full":
+        idx = torch.arange(n, device=X.device)
+        samp = torch.cat([log_P[idx, idx + n], log_P[idx + n, idx]])
+    else:
+        samp = torch.diagonal(log_P)
+    feat = torch.diagonal(log_Q)
+    loss = float(lam_s) * _reduce(samp, math.log(log_P.shape[0]), normalize_rows, reduction)
+    loss = loss + float(lam_f) * _reduce(feat, math.log(log_Q.shape[0]), normalize_rows, reduction)
     if not return_info:
         return loss
     info = {"marginal_error_samples": err_s, "marginal_error_features": err_f, "eps": torch.tensor(eps, dtype=torch.float64)}

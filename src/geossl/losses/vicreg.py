@@ -27,7 +27,7 @@ from torch import nn
 from geossl import dist
 from geossl.errors import GeosslError
 from geossl.losses.barlow_twins import cross_product_norms
-from geossl.losses.precision import float32_loss, full_precision
+from geossl.losses.precision import float32_loss
 
 __all__ = ["VICRegLoss", "covariance_term", "invariance_term", "variance_term", "vicreg_loss"]
 
@@ -100,14 +100,11 @@ def vicreg_loss(
         all_a, all_b = z_a, z_b
     if all_a.shape[0] < 2:
         raise GeosslError(f"VICReg needs at least 2 samples for its batch variance, got {all_a.shape[0]}; use a larger batch")
-    # Batch statistics in half precision are too coarse: float32 even under autocast.
-    with torch.autocast(z_a.device.type, enabled=False):
-        inv = invariance_term(full_precision(z_a), full_precision(z_b), reference_scaling)
-        all_a, all_b = full_precision(all_a), full_precision(all_b)
-        v = variance_term(all_a, gamma, eps) + variance_term(all_b, gamma, eps)
-        if reference_scaling:
-            v = v / 2
-        c = covariance_term(all_a) + covariance_term(all_b)
+    inv = invariance_term(z_a, z_b, reference_scaling)
+    v = variance_term(all_a, gamma, eps) + variance_term(all_b, gamma, eps)
+    if reference_scaling:
+        v = v / 2
+    c = covariance_term(all_a) + covariance_term(all_b)
     return sim * inv + var * v + cov * c
 
 
