@@ -56,7 +56,7 @@ def method_and_views(name: str | type, data, method_args: dict | None = None, im
 
 def autocast_for(precision: str, device_type: str = "cpu"):
     """The autocast context Lightning enters for ``precision`` ("32-true", "bf16-mixed", "16-mixed")."""
-    if precision in ("32-true", "32"):
+    if precision == "32-true":
         return torch.autocast(device_type, enabled=False)
     if precision in ("bf16-mixed", "16-mixed"):
         return torch.autocast(device_type, dtype=torch.bfloat16 if precision.startswith("bf16") else torch.float16)
@@ -216,6 +216,16 @@ def accumulate(json_name: str, row: dict[str, Any] | None) -> dict[str, dict[str
     if row is not None:
         rows[row["method"]] = row
     return rows
+
+
+def remeasured_rows(json_name: str, names: list[str], measure) -> list[dict[str, Any]]:
+    """The rows of ``results/JSON_NAME.json`` with those of ``names`` re-measured: ``measure(name)`` gives the row,
+    stamped with a "measured" column (commit and UTC time); the other methods' rows are kept. Sorted by method."""
+    stamp = f"{commit()} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"
+    rows = accumulate(json_name, None)
+    for name in names:
+        rows[name] = {**measure(name), "measured": stamp}
+    return [rows[m] for m in sorted(rows)]
 
 
 #: The protocol sentence shared by the accuracy tables of zoo_eurosat.py and transport_ssl_eurosat.py.

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
+import itertools
 from pathlib import Path
 
 import torch
-from _common import add_data_argument, commit, write_results
-from _protocol import accumulate, autocast_for, full_training_step, method_and_views
+from _common import add_data_argument, write_results
+from _protocol import autocast_for, full_training_step, method_and_views, remeasured_rows
 from method_overhead import _median_interleaved
 
 from geossl.cpu_memory import keep_freed_memory
@@ -55,14 +55,19 @@ def first_step_losses(name: str, data, images: torch.Tensor) -> tuple[float, flo
     return losses[0], losses[1]
 
 
+def _numbered(step):
+    """A no-argument call of ``step(i)`` with i = 1, 2, ... (the optimiser-step hooks take the step number)."""
+    count = itertools.count(1)
+    return lambda: step(next(count))
+
+
 def measure(name: str, data, images: torch.Tensor, n_steps: int) -> dict:
     steps = {}
     for precision in ("32-true", "bf16-mixed"):
         method, augment = method_and_views(name, data)
         method.train()
         step = full_training_step(method, augment, images, precision=precision)
-        counter = iter(range(1, 10**6))
-        steps[precision] = lambda step=step, counter=counter: step(next(counter))
+        steps[precision] = _numbered(step)
     t = _median_interleaved(steps, n_steps)
     loss32, loss16 = first_step_losses(name, data, images)
     row = {
@@ -91,11 +96,7 @@ def main() -> None:
 
     data = load_data(args.data)
     images = torch.stack([data.train[i][0] for i in range(args.batch_size)])
-    stamp = f"{commit()} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"
-    rows_by_method = accumulate("cpu_precision", None)  # re-measuring some methods keeps the others' rows
-    for name in args.methods.split(","):
-        rows_by_method[name] = {**measure(name, data, images, args.steps), "measured": stamp}
-    rows = [rows_by_method[m] for m in sorted(rows_by_method)]
+    rows = remeasured_rows("cpu_precision", args.methods.split(","), lambda name: measure(name, data, images, args.steps))
     notes = (
         f"Data: {data.name}, {images.shape[-1]} px; batch {args.batch_size}; ResNet-18 (standard stem), channels_last; each "
         f"method with its default views and heads; the full step as pretrain runs it (views from the raw batch included); "

@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 
 import torch
-from _common import RESULTS, add_data_argument, commit, write_results
-from _protocol import accumulate, method_and_views
+from _common import RESULTS, add_data_argument, write_results
+from _protocol import method_and_views, remeasured_rows
 
 from geossl.cpu_memory import keep_freed_memory
 from geossl.data import load_data
@@ -121,16 +121,13 @@ def main() -> None:
     images = torch.stack([data.train[i][0] for i in range(args.batch_size)])
     if args.image_size:
         images = torch.nn.functional.interpolate(images.float(), size=args.image_size, mode="bilinear", antialias=False)
-    stamp = f"{commit()} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"
-    rows_by_method = accumulate(args.name, None)  # re-measuring some methods keeps the others' rows
     previous = RESULTS / f"{args.name}.json"
-    if previous.exists():  # rows from before the "measured" column: the file's own commit and date
-        m = json.loads(previous.read_text())["machine"]
-        for r in rows_by_method.values():
-            r.setdefault("measured", f"{m['commit']} {m['date'].removesuffix(' UTC')}")
-    for name in args.methods.split(","):
-        rows_by_method[name] = {**measure(name, data, images, args.steps), "measured": stamp}
-    rows = [rows_by_method[m] for m in sorted(rows_by_method)]
+    machine_before = json.loads(previous.read_text())["machine"] if previous.exists() else None
+    # re-measuring some methods keeps the others' rows
+    rows = remeasured_rows(args.name, args.methods.split(","), lambda name: measure(name, data, images, args.steps))
+    if machine_before:  # rows from before the "measured" column: the file's own commit and date
+        for r in rows:
+            r.setdefault("measured", f"{machine_before['commit']} {machine_before['date'].removesuffix(' UTC')}")
     notes = (
         f"Data: {data.name}, {images.shape[-1]} px, {data.num_bands} bands; batch {args.batch_size}; ResNet-18 (standard stem), "
         f"channels_last; each method with its default views and heads; {args.steps} timed steps per measure, interleaved, medians; "
