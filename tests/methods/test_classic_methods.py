@@ -228,3 +228,14 @@ def test_wrong_number_of_views_and_bad_arguments():
         _build("moco-v2", momentum=1.5)
     with pytest.raises(GeosslError, match="bn_splits"):
         _build("moco-v2", bn_splits=0)
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_simsiam_projector_layers(layers):
+    method = _build("simsiam", projector_layers=layers)
+    linears = [m for m in method.projector.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(512, 64)] + [(64, 64)] * (layers - 1)
+    method.train()
+    method.training_step(_views(3)).loss.backward()
+    with pytest.raises(GeosslError, match="projector_layers must be >= 2"):
+        _build("simsiam", projector_layers=1)

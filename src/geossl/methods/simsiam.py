@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from geossl.errors import GeosslError
 from geossl.losses.negative_cosine import NegativeCosineSimilarity
 from geossl.methods._multicrop import check_views, prediction_pairs, project_views
 from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
@@ -20,7 +21,8 @@ class SimSiam(Method):
     forward pass. Without the stop-gradient (``stop_gradient=False``, an ablation) it collapses (paper Fig. 2).
 
     Defaults (paper §4 and App. A): projector 3 layers of 2048 with BatchNorm on every layer (output BatchNorm
-    without affine, no ReLU on the output); predictor 2048 → 512 → 2048 (BatchNorm + ReLU in the hidden layer);
+    without affine, no ReLU on the output; the paper's CIFAR-10 variant, App. D, has 2 layers:
+    ``projector_layers=2``); predictor 2048 → 512 → 2048 (BatchNorm + ReLU in the hidden layer);
     the paper's SGD lr 0.05 per 256 images, momentum 0.9, weight decay 1e-4 (ImageNet) is
     replaced by solo-learn's small-image 0.5 / 1e-5 (``optim_defaults``); cosine schedule, except for the predictor
     whose learning rate stays constant after the warm-up (paper §4.2, ``constant_lr_modules``).
@@ -29,11 +31,12 @@ class SimSiam(Method):
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
         projection_dim: projector width (hidden and output).
         prediction_dim: predictor bottleneck width.
+        projector_layers: linear layers of the projector (3 for ImageNet, 2 in the paper's CIFAR-10 runs).
         stop_gradient: detach the targets (the method); False only for the collapse ablation.
     """
 
     name = "simsiam"
-    defaults = {"projection_dim": 2048, "prediction_dim": 512, "stop_gradient": True}
+    defaults = {"projection_dim": 2048, "prediction_dim": 512, "projector_layers": 3, "stop_gradient": True}
     #: SGD 0.5 per 256 images, wd 1e-5: solo-learn's small-image recipe (the paper's 0.05 / 1e-4 is ImageNet's).
     optim_defaults = {"optimizer": "sgd", "lr": 0.5, "weight_decay": 1e-5}
     regularizer_defaults = SCALE_FREE_TREG
@@ -41,9 +44,18 @@ class SimSiam(Method):
     constant_lr_modules = ("predictor",)
     supports_local_crops = True
 
-    def __init__(self, backbone: nn.Module, projection_dim: int = 2048, prediction_dim: int = 512, stop_gradient: bool = True) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        projection_dim: int = 2048,
+        prediction_dim: int = 512,
+        projector_layers: int = 3,
+        stop_gradient: bool = True,
+    ) -> None:
         super().__init__(backbone)
-        dims = (feature_dim(backbone), projection_dim, projection_dim, projection_dim)
+        if projector_layers < 2:
+            raise GeosslError(f"projector_layers must be >= 2 (3 as in the paper, 2 for its CIFAR-10 variant), got {projector_layers}")
+        dims = (feature_dim(backbone), *[projection_dim] * projector_layers)
         self.projector = ProjectionHead(dims, batch_norm=True, last_batch_norm=True)
         self.predictor = ProjectionHead((projection_dim, prediction_dim, projection_dim), batch_norm=True)
         self.criterion = NegativeCosineSimilarity(form="simsiam")
