@@ -20,25 +20,28 @@ class SimSiam(Method):
     ``½ D(p_a, sg(z_b)) + ½ D(p_b, sg(z_a))`` with ``D = −cos``. Both views go through the network in one
     forward pass. Without the stop-gradient (``stop_gradient=False``, an ablation) it collapses (paper Fig. 2).
 
-    Defaults (paper §4 and App. A): projector 3 layers of 2048 with BatchNorm on every layer (output BatchNorm
-    without affine, no ReLU on the output; the paper's CIFAR-10 variant, App. D, has 2 layers:
-    ``projector_layers=2``); predictor 2048 → 512 → 2048 (BatchNorm + ReLU in the hidden layer);
-    the paper's SGD lr 0.05 per 256 images, momentum 0.9, weight decay 1e-4 (ImageNet) is
-    replaced by solo-learn's small-image 0.5 / 1e-5 (``optim_defaults``); cosine schedule, except for the predictor
-    whose learning rate stays constant after the warm-up (paper §4.2, ``constant_lr_modules``).
+    Defaults: the paper's small-image variant (App. D, CIFAR-10): projector 2 layers of 2048 with BatchNorm on
+    every layer (output BatchNorm without affine, no ReLU on the output); predictor 2048 → 512 → 2048 (BatchNorm +
+    ReLU in the hidden layer); SGD lr 0.12 per 256 images, momentum 0.9, weight decay 5e-4 (``optim_defaults``:
+    lightly's CIFAR-10 benchmark, 0.06 per 128 images; the paper's CIFAR runs also take 5e-4); cosine schedule,
+    except for the predictor whose learning rate stays constant after the warm-up (paper §4.2,
+    ``constant_lr_modules``). The paper's ImageNet recipe (§4, App. A) is ``projector_layers=3``, lr 0.05, weight
+    decay 1e-4. Measured on EuroSAT at 64 px (``benchmarks/results/zoo_eurosat.md``, 40 CPU minutes in bf16-mixed):
+    +16.8 kNN over random init with these defaults, against +8.5 with 3 layers and solo-learn's 0.5 / 1e-5 (the
+    default before) and +10.5 with 3 layers and this optimiser.
 
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
         projection_dim: projector width (hidden and output).
         prediction_dim: predictor bottleneck width.
-        projector_layers: linear layers of the projector (3 for ImageNet, 2 in the paper's CIFAR-10 runs).
+        projector_layers: linear layers of the projector (2 in the paper's CIFAR-10 runs, 3 in its ImageNet ones).
         stop_gradient: detach the targets (the method); False only for the collapse ablation.
     """
 
     name = "simsiam"
-    defaults = {"projection_dim": 2048, "prediction_dim": 512, "projector_layers": 3, "stop_gradient": True}
-    #: SGD 0.5 per 256 images, wd 1e-5: solo-learn's small-image recipe (the paper's 0.05 / 1e-4 is ImageNet's).
-    optim_defaults = {"optimizer": "sgd", "lr": 0.5, "weight_decay": 1e-5}
+    defaults = {"projection_dim": 2048, "prediction_dim": 512, "projector_layers": 2, "stop_gradient": True}
+    #: SGD 0.12 per 256 images, wd 5e-4: lightly's CIFAR-10 benchmark (the paper's 0.05 / 1e-4 is ImageNet's).
+    optim_defaults = {"optimizer": "sgd", "lr": 0.12, "weight_decay": 5e-4}
     regularizer_defaults = SCALE_FREE_TREG
     #: The paper's fixed predictor learning rate (§4.2, Table 1c: 68.1 against 67.7 with the decayed lr).
     constant_lr_modules = ("predictor",)
@@ -49,12 +52,12 @@ class SimSiam(Method):
         backbone: nn.Module,
         projection_dim: int = 2048,
         prediction_dim: int = 512,
-        projector_layers: int = 3,
+        projector_layers: int = 2,
         stop_gradient: bool = True,
     ) -> None:
         super().__init__(backbone)
         if projector_layers < 2:
-            raise GeosslError(f"projector_layers must be >= 2 (3 as in the paper, 2 for its CIFAR-10 variant), got {projector_layers}")
+            raise GeosslError(f"projector_layers must be >= 2 (2 as in the paper's CIFAR-10 runs, 3 in its ImageNet ones), got {projector_layers}")
         dims = (feature_dim(backbone), *[projection_dim] * projector_layers)
         self.projector = ProjectionHead(dims, batch_norm=True, last_batch_norm=True)
         self.predictor = ProjectionHead((projection_dim, prediction_dim, projection_dim), batch_norm=True)
