@@ -228,6 +228,8 @@ def test_wrong_number_of_views_and_bad_arguments():
         _build("moco-v2", momentum=1.5)
     with pytest.raises(GeosslError, match="bn_splits"):
         _build("moco-v2", bn_splits=0)
+    with pytest.raises(GeosslError, match="projector_layers must be >= 2"):
+        _build("moco-v3", projector_layers=1)
 
 
 @pytest.mark.parametrize("layers", [2, 3])

@@ -69,3 +69,13 @@ def test_cosine_momentum_and_ema_update():
     before = teacher.weight.clone()
     ema_update(teacher, student, 0.9)
     assert torch.allclose(teacher.weight, 0.9 * before + 0.1 * student.weight)
+
+
+def test_mlp_dims_counts_linear_layers_and_refuses_fewer_than_two():
+    from geossl.errors import GeosslError
+    from geossl.nn.heads import mlp_dims
+
+    assert mlp_dims(512, 64, 16, 2) == (512, 64, 16)
+    assert mlp_dims(512, 64, 16, 4) == (512, 64, 64, 64, 16)
+    with pytest.raises(GeosslError, match="projector_layers must be >= 2"):
+        mlp_dims(512, 64, 16, 1, "projector_layers")

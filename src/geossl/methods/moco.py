@@ -11,7 +11,7 @@ from geossl.methods._multicrop import check_views
 from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.ema import cosine_momentum, ema_update, make_teacher
-from geossl.nn.heads import ProjectionHead
+from geossl.nn.heads import ProjectionHead, mlp_dims
 
 
 def _check_momentum(momentum: float) -> None:
@@ -162,9 +162,7 @@ class MoCoV3(Method):
     ) -> None:
         super().__init__(backbone)
         _check_momentum(momentum)
-        if projector_layers < 2:
-            raise GeosslError(f"projector_layers must be >= 2, got {projector_layers}")
-        dims = (feature_dim(backbone), *[hidden_dim] * (projector_layers - 1), projection_dim)
+        dims = mlp_dims(feature_dim(backbone), hidden_dim, projection_dim, projector_layers, "projector_layers")
         self.projector = ProjectionHead(dims, batch_norm=True, last_batch_norm=True)
         self.predictor = ProjectionHead((projection_dim, hidden_dim, projection_dim), batch_norm=True)
         self.teacher_backbone = make_teacher(backbone)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geossl.errors import GeosslError
 from geossl.losses.negative_cosine import NegativeCosineSimilarity
 from geossl.methods._multicrop import check_views, prediction_pairs, project_views
 from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
 from geossl.nn.backbones import feature_dim
-from geossl.nn.heads import ProjectionHead
+from geossl.nn.heads import ProjectionHead, mlp_dims
 
 
 class SimSiam(Method):
@@ -56,9 +55,7 @@ class SimSiam(Method):
         stop_gradient: bool = True,
     ) -> None:
         super().__init__(backbone)
-        if projector_layers < 2:
-            raise GeosslError(f"projector_layers must be >= 2 (2 as in the paper's CIFAR-10 runs, 3 in its ImageNet ones), got {projector_layers}")
-        dims = (feature_dim(backbone), *[projection_dim] * projector_layers)
+        dims = mlp_dims(feature_dim(backbone), projection_dim, projection_dim, projector_layers, "projector_layers")
         self.projector = ProjectionHead(dims, batch_norm=True, last_batch_norm=True)
         self.predictor = ProjectionHead((projection_dim, prediction_dim, projection_dim), batch_norm=True)
         self.criterion = NegativeCosineSimilarity(form="simsiam")

@@ -6,6 +6,22 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from geossl.errors import GeosslError
+
+
+def mlp_dims(input_dim: int, hidden_dim: int, output_dim: int, layers: int, name: str = "layers") -> tuple[int, ...]:
+    """The widths of an MLP of ``layers`` linear layers, for :class:`ProjectionHead`: input, hidden ones, output.
+
+    Args:
+        name: the argument's name in the error (e.g. a method's ``projector_layers``).
+
+    Raises:
+        GeosslError: ``layers`` < 2 (a hidden layer and the output layer are the least a head has here).
+    """
+    if layers < 2:
+        raise GeosslError(f"{name} must be >= 2 (a hidden layer and the output layer), got {layers}")
+    return (input_dim, *[hidden_dim] * (layers - 1), output_dim)
+
 
 class ProjectionHead(nn.Sequential):
     """MLP head: Linear → [BatchNorm] → ReLU blocks, the last layer linear.
