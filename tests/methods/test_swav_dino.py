@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geossl.augment.views import ViewConfig
+from geossl.errors import GeosslError
 from geossl.methods._multicrop import local_crop_size, multicrop_forward
 from geossl.methods.dino import DINO
 from geossl.methods.swav import SwAV
@@ -122,6 +123,18 @@ def test_dino_teacher_no_grad_and_ema_update() -> None:
         assert torch.allclose(after[k], m * before[k] + (1 - m) * student[k], atol=1e-6), k
     t_conv, s_conv = method.teacher_backbone[0].weight, method.backbone[0].weight
     assert not torch.equal(t_conv, s_conv) and t_conv.grad is None
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_dino_head_layers(layers: int) -> None:
+    method = make("dino", 3, head_layers=layers)
+    linears = [m for m in method.head.mlp if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(16, 64)] + [(64, 64)] * (layers - 2) + [(64, 16)]
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in method.head.mlp) == layers - 1
+    method.training_step(views(3)).loss.backward()
+    assert all(m.weight.grad is not None for m in linears)
+    with pytest.raises(GeosslError, match="head_layers must be >= 2"):
+        make("dino", 3, head_layers=1)
 
 
 def test_dino_teacher_temperature_default_is_constant() -> None:

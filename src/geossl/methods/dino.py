@@ -14,6 +14,7 @@ from geossl.methods._multicrop import multicrop_forward, multicrop_views, scale_
 from geossl.methods.base import Method, StepOutput
 from geossl.nn.backbones import feature_dim
 from geossl.nn.ema import cosine_momentum, ema_update, make_teacher
+from geossl.nn.heads import mlp_dims
 
 #: Number of global crops, the only ones the teacher sees (first two views).
 N_GLOBAL = 2
@@ -22,7 +23,8 @@ N_GLOBAL = 2
 class DINOHead(nn.Module):
     """DINO projection head (paper §3.1 and App.; ``DINOHead`` in the authors' code).
 
-    3-layer MLP (hidden 2048, GELU, optional BatchNorm) to a bottleneck of 256, L2 normalisation, then a
+    ``layers``-layer MLP (3 in the paper; hidden 2048, GELU, optional BatchNorm) to a bottleneck of 256, L2
+    normalisation, then a
     weight-normalised linear layer without bias to K outputs: ``W_k = g_k v_k / ||v_k||`` with ``g = 1`` fixed
     when ``norm_last_layer`` (the authors' default, which stabilises training).
 
@@ -33,6 +35,7 @@ class DINOHead(nn.Module):
         bottleneck_dim: dimension of the normalised bottleneck.
         batch_norm: BatchNorm in the MLP (``use_bn_in_head``, off by default in the authors' code).
         norm_last_layer: keep the weight-norm gains fixed at 1.
+        layers: linear layers of the MLP, the bottleneck layer included (the authors' ``nlayers``, >= 2).
 
     Shapes:
         forward(x (B, D), last_layer_grad=1.0) -> (logits (B, K), bottleneck (B, bottleneck_dim), unit norm).
@@ -46,16 +49,18 @@ class DINOHead(nn.Module):
         bottleneck_dim: int = 256,
         batch_norm: bool = False,
         norm_last_layer: bool = True,
+        layers: int = 3,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        for d_in, d_out in ((in_dim, hidden_dim), (hidden_dim, hidden_dim)):
-            layers.append(nn.Linear(d_in, d_out))
+        dims = mlp_dims(in_dim, hidden_dim, bottleneck_dim, layers, "head_layers")
+        modules: list[nn.Module] = []
+        for d_in, d_out in zip(dims[:-2], dims[1:-1]):
+            modules.append(nn.Linear(d_in, d_out))
             if batch_norm:
-                layers.append(nn.BatchNorm1d(d_out))
-            layers.append(nn.GELU())
-        layers.append(nn.Linear(hidden_dim, bottleneck_dim))
-        self.mlp = nn.Sequential(*layers)
+                modules.append(nn.BatchNorm1d(d_out))
+            modules.append(nn.GELU())
+        modules.append(nn.Linear(dims[-2], dims[-1]))
+        self.mlp = nn.Sequential(*modules)
         for m in self.mlp:
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -109,6 +114,8 @@ class DINO(Method):
         bottleneck_dim: head bottleneck dimension.
         batch_norm: BatchNorm in the head MLP.
         norm_last_layer: fix the last layer's weight-norm gains at 1.
+        head_layers: linear layers of the head MLP up to the bottleneck (3 in the paper, 2 in lightly's CIFAR-10
+            benchmark).
         student_temp: tau_s.
         teacher_temp: tau_t after the warm-up.
         warmup_teacher_temp: tau_t at the start.
@@ -127,6 +134,7 @@ class DINO(Method):
         "bottleneck_dim": 256,
         "batch_norm": True,
         "norm_last_layer": True,
+        "head_layers": 3,
         "student_temp": 0.1,
         "teacher_temp": 0.04,
         "warmup_teacher_temp": 0.04,
@@ -147,6 +155,7 @@ class DINO(Method):
         bottleneck_dim: int = 256,
         batch_norm: bool = True,
         norm_last_layer: bool = True,
+        head_layers: int = 3,
         student_temp: float = 0.1,
         teacher_temp: float = 0.04,
         warmup_teacher_temp: float = 0.04,
@@ -159,7 +168,9 @@ class DINO(Method):
         super().__init__(backbone)
         if not 0 <= momentum <= 1:
             raise GeosslError(f"momentum must be in [0, 1], got {momentum}.")
-        self.head = DINOHead(feature_dim(backbone), out_dim, hidden_dim, bottleneck_dim, batch_norm, norm_last_layer)
+        self.head = DINOHead(
+            feature_dim(backbone), out_dim, hidden_dim, bottleneck_dim, batch_norm, norm_last_layer, head_layers
+        )
         self.teacher_backbone = make_teacher(backbone)
         self.teacher_head = make_teacher(self.head)
         self.criterion = DINOLoss(
