@@ -107,7 +107,7 @@ def pretrain(
     run_dir: Optional[str] = typer.Option(None, "--run-dir", "-o", help="Run directory (default runs/METHOD-DATA-BACKBONE)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Method argument KEY=VALUE, e.g. --set temperature=0.5."),
     local_crops: Optional[int] = typer.Option(
-        None, "--local-crops", help="Multi-crop: N small local crops after the 2 global views (default: the method's; swav/dino 6)."),
+        None, "--local-crops", help="Multi-crop: N small local crops after the 2 global views (default: the method's; swav/dino: 6 on images of 96 px or more, 0 below; bam 6)."),
     regularizer: Optional[str] = typer.Option(None, "--regularizer", help="Add a regulariser on every view's embeddings, e.g. t-reg."),
     reg_set: Optional[list[str]] = typer.Option(None, "--reg-set", help="Regulariser argument KEY=VALUE, e.g. --reg-set gamma=0.2."),
     skip_corrupt: bool = typer.Option(False, "--skip-corrupt", help="Skip unreadable images instead of stopping."),

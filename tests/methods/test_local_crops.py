@@ -130,7 +130,8 @@ def test_default_views_add_local_crops():
     assert len(two) == 2 and len(four) == 4 and four[:2] == two
     assert four[2].size == local_crop_size(64) == 24 and four[2].crop_scale == (0.05, 0.14)
     assert len(default_views(METHODS["swav"], 64, True, 2)) == 4  # multi-crop methods size their own local crops
-    assert len(default_views(METHODS["swav"], 64, True, None)) == 8  # and keep their default of 6
+    assert len(default_views(METHODS["swav"], 64, True, None)) == 2  # and their default: none below 96 px
+    assert len(default_views(METHODS["dino"], 128, True, None)) == 8  # 6 from 96 px
 
 
 def test_config_errors_are_one_line(tmp_path):

@@ -119,7 +119,7 @@ def test_dino_teacher_no_grad_and_ema_update() -> None:
     method.on_optimizer_step(60, 100)
     m = 1 - (1 - 0.9) * (math.cos(math.pi * 60 / 100) + 1) / 2  # BYOL/DINO cosine schedule written out
     after = method.teacher_head.state_dict()
-    for k in ("last_v", "mlp.0.weight", "mlp.4.bias"):
+    for k in ("last_v", "mlp.0.weight", "mlp.3.bias"):  # mlp.3: the bottleneck layer of the 2-layer head
         assert torch.allclose(after[k], m * before[k] + (1 - m) * student[k], atol=1e-6), k
     t_conv, s_conv = method.teacher_backbone[0].weight, method.backbone[0].weight
     assert not torch.equal(t_conv, s_conv) and t_conv.grad is None
@@ -209,12 +209,16 @@ def test_swav_queue_fills_then_joins() -> None:
 
 @pytest.mark.parametrize("cls", [SwAV, DINO])
 def test_default_views(cls) -> None:
-    vs = cls.default_views(64, overhead=True)
+    vs = cls.default_views(64, overhead=True, n_local=6)
     assert len(vs) == 8 and all(isinstance(v, ViewConfig) for v in vs)
     assert [v.size for v in vs] == [64, 64] + [24] * 6
     assert all(v.vflip == 0.5 for v in vs)
     g_scale, l_scale = ((0.14, 1.0), (0.05, 0.14)) if cls is SwAV else ((0.4, 1.0), (0.05, 0.4))
     assert vs[0].crop_scale == g_scale and vs[-1].crop_scale == l_scale
+    # Default number of local crops: none below 96 px (two crops did better at 64 px), 6 from 96 px.
+    assert [v.size for v in cls.default_views(64, overhead=True)] == [64, 64]
+    assert [v.size for v in cls.default_views(95, overhead=True)] == [95, 95]
+    assert [v.size for v in cls.default_views(96, overhead=True)] == [96, 96] + [40] * 6
     assert [v.size for v in cls.default_views(224, overhead=False)] == [224, 224] + [96] * 6
     assert all(v.vflip == 0.0 for v in cls.default_views(224, overhead=False))
     for key in cls.defaults:  # every default is a constructor argument (the engine passes them all)
