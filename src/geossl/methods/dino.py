@@ -29,10 +29,9 @@ N_GLOBAL = 2
 class DINOHead(nn.Module):
     """DINO projection head (paper §3.1 and App.; ``DINOHead`` in the authors' code).
 
-    ``layers``-layer MLP (3 in the paper; hidden 2048, GELU, optional BatchNorm) to a bottleneck of 256, L2
-    normalisation, then a
-    weight-normalised linear layer without bias to K outputs: ``W_k = g_k v_k / ||v_k||`` with ``g = 1`` fixed
-    when ``norm_last_layer`` (the authors' default, which stabilises training).
+    MLP of ``layers`` linear layers (3 in the paper; hidden 2048, GELU, optional BatchNorm) to a bottleneck of 256,
+    L2 normalisation, then a weight-normalised linear layer without bias to K outputs: ``W_k = g_k v_k / ||v_k||``
+    with ``g = 1`` fixed when ``norm_last_layer`` (the authors' default, which stabilises training).
 
     Args:
         in_dim: backbone feature dimension D.
