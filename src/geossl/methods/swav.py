@@ -58,8 +58,9 @@ class SwAV(Method):
     Pipeline (paper §3): backbone → projector D → 2048 → 128 (BatchNorm, ReLU) → L2 normalisation → scores against
     K normalised prototypes; the codes of each global crop (equipartitioned by 3 Sinkhorn iterations at
     eps = 0.05, computed over the global batch under DDP) are predicted by softmax(scores / 0.1) of every other
-    crop (:class:`geossl.losses.swav.SwAVLoss`). Views: 2 global crops (scale 0.14-1) and 6 local crops (scale
-    0.05-0.14) at 96/224 of the image size (:meth:`default_views`); the backbone runs once per resolution.
+    crop (:class:`geossl.losses.swav.SwAVLoss`). Views: 2 global crops (scale 0.14-1) and, on images of at least
+    96 px, 6 local crops (scale 0.05-0.14) at 96/224 of the image size (:meth:`default_views`); the backbone runs
+    once per resolution.
 
     Defaults and why:
 
@@ -67,7 +68,6 @@ class SwAV(Method):
       64 px (24-px local crops), 40 CPU minutes on EuroSAT, two crops gave kNN +10.5 and +9.6 over random init (two
       seeds) against +7.3 with 2 + 6 (``benchmarks/results/zoo_eurosat.md``); lightly's CIFAR-10 benchmark also
       trains SwAV with two crops. ``--local-crops 6`` restores the paper's views.
-
     - ``n_prototypes = 512`` instead of the paper's 3000 (ImageNet, 1000 classes): the paper's ablation finds
       the number of prototypes has little influence as long as there are "enough", and for the small datasets and
       batches of CPU runs (EuroSAT: 10 classes) 3000 prototypes would each receive a few hundredths of a sample per
