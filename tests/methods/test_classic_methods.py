@@ -135,6 +135,31 @@ def test_byol_loss_pairs_online_predictions_with_the_other_views_targets():
     assert torch.allclose(loss, expected, atol=1e-5)
 
 
+def test_byol_bn_splits_normalise_each_group_of_images_on_its_own():
+    """Train mode (batch statistics): with ``bn_splits=2`` the step equals two independent half-batch steps, each
+    half with both its views, and differs from the one-pass step because BatchNorm sees other statistics."""
+    x_a, x_b = _views(3, n=8)
+    split = _build("byol", bn_splits=2).train()
+    whole = _build("byol").train()
+    halves = [whole.training_step([x_a[s], x_b[s]]) for s in (slice(0, 4), slice(4, 8))]
+    out = split.training_step([x_a, x_b])
+    assert torch.allclose(out.loss, (halves[0].loss + halves[1].loss) / 2, atol=1e-5)
+    assert torch.allclose(out.features, torch.cat([h.features for h in halves]), atol=1e-5)
+    assert [b.shape for b in out.branches] == [(8, 32), (8, 32)]
+    assert not torch.allclose(out.loss, whole.training_step([x_a, x_b]).loss, atol=1e-3)
+    out.loss.backward()
+    assert all(p.grad is not None for p in split.backbone.parameters() if p.requires_grad)
+    # Three images cannot make two BatchNorm groups of >= 2: one pass, as with bn_splits=1.
+    small = [x[:3] for x in (x_a, x_b)]
+    assert torch.allclose(split.training_step(small).loss, _build("byol").train().training_step(small).loss, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_byol_refuses_bad_bn_splits(bad):
+    with pytest.raises(GeosslError, match="bn_splits"):
+        _build("byol", bn_splits=bad)
+
+
 def test_simsiam_loss_and_stop_gradient():
     method = _eval("simsiam")
     x_a, x_b = _views(3)
