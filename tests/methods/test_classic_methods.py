@@ -160,6 +160,13 @@ def test_byol_refuses_bad_bn_splits(bad):
         _build("byol", bn_splits=bad)
 
 
+def test_byol_predictor_lr_scale():
+    assert _build("byol").lr_scales() == {}
+    assert _build("byol", predictor_lr_scale=10).lr_scales() == {"predictor": 10.0}
+    with pytest.raises(GeosslError, match="predictor_lr_scale"):
+        _build("byol", predictor_lr_scale=0)
+
+
 def test_simsiam_loss_and_stop_gradient():
     method = _eval("simsiam")
     x_a, x_b = _views(3)

@@ -117,3 +117,18 @@ def test_pretrain_every_method_in_bfloat16_mixed_precision(tmp_path, name: str) 
     assert math.isfinite(_last_loss(run))
     state = torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}
+
+
+def test_byol_predictor_lr_scale_reaches_the_optimiser(tmp_path) -> None:
+    """``--set predictor_lr_scale=10``: the predictor's parameter groups train at 10x the others' lr."""
+    import torch
+
+    data = make_rgb_folder(tmp_path / "data", size=32)
+    config = PretrainConfig(method="byol", method_args={**_args("byol"), "predictor_lr_scale": 10.0}, train_data=str(data), epochs=1,
+                            batch_size=8, run_dir=str(tmp_path / "run"), accelerator="cpu", progress=False, online_eval=False)
+    ckpt = torch.load(pretrain(config).last_checkpoint, map_location="cpu", weights_only=False)
+    groups = ckpt["optimizer_states"][0]["param_groups"]
+    base = groups[0]["initial_lr"]
+    scaled = [g for g in groups if g["initial_lr"] == pytest.approx(10 * base)]
+    # the predictor: Linear (no bias before BatchNorm), BatchNorm weight and bias, Linear weight and bias
+    assert sum(len(g["params"]) for g in scaled) == 5

@@ -80,3 +80,34 @@ def test_constant_lr_groups_follow_warmup_then_stay() -> None:
         else:
             assert series[3] == pytest.approx(1.0) and series[-1] < 0.05
     assert METHODS["simsiam"].constant_lr_modules == ("predictor",)
+
+
+@pytest.mark.parametrize("name", ["sgd", "lars", "adamw"])
+def test_lr_scale_groups_multiply_the_base_lr_through_the_schedule(name: str) -> None:
+    """A faster predictor (BYOL's ``predictor_lr_scale``): its groups start at lr × scale and keep the ratio under
+    the warm-up/cosine multipliers; every parameter is in exactly one group."""
+    from geossl.train.optim import lr_multipliers
+
+    net = torch.nn.ModuleDict({"backbone": torch.nn.Linear(3, 4), "predictor": torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))})
+    groups = parameter_groups(net, 1e-4, lr_scales={"predictor": 10.0})
+    scaled = [g for g in groups if "lr_scale" in g]
+    assert {id(p) for g in scaled for p in g["params"]} == {id(p) for p in net["predictor"].parameters()}
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in net.parameters())
+    assert [g["weight_decay"] for g in scaled] == [1e-4, 0.0]  # the predictor's weights decay, its biases/norms do not
+    opt = build_optimizer(name, groups, lr=0.5)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_multipliers(groups, total_steps=10, warmup_steps=2))
+    for _ in range(6):
+        lrs = [g["lr"] for g in opt.param_groups]
+        base = lrs[0]
+        assert base > 0
+        for g, lr in zip(groups, lrs):
+            assert lr == pytest.approx(base * g.get("lr_scale", 1.0))
+        opt.step()
+        sched.step()
+    assert all("lr_scale" not in g for g in opt.param_groups)
+
+
+def test_lr_scale_must_be_positive() -> None:
+    net = torch.nn.ModuleDict({"predictor": torch.nn.Linear(3, 4)})
+    with pytest.raises(GeosslError, match="learning-rate scale of 'predictor' must be > 0"):
+        parameter_groups(net, 0.0, lr_scales={"predictor": 0.0})

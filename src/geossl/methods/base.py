@@ -72,6 +72,11 @@ class Method(nn.Module):
         super().__init__()
         self.backbone = backbone
 
+    def lr_scales(self) -> dict[str, float]:
+        """Submodule name → multiplier of the base learning rate (none by default; BYOL's ``predictor_lr_scale``);
+        see :func:`geossl.train.optim.parameter_groups`."""
+        return {}
+
     @classmethod
     def default_views(cls, image_size: int, overhead: bool) -> list[ViewConfig]:
         """The method's views for images of ``image_size`` px; two identical distributions by default.

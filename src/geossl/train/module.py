@@ -159,7 +159,9 @@ class PretrainModule(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.config
         world = self.trainer.world_size if self._trainer is not None else 1
-        groups = parameter_groups(self.method, cfg.weight_decay or 0.0, constant_lr=getattr(self.method, "constant_lr_modules", ()))
+        groups = parameter_groups(
+            self.method, cfg.weight_decay or 0.0, constant_lr=getattr(self.method, "constant_lr_modules", ()), lr_scales=self.method.lr_scales()
+        )
         if self.probe is not None:
             groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lars_exclude": True, "lr": PROBE_LR[cfg.optimizer]})
         optimizer = build_optimizer(cfg.optimizer, groups, lr=cfg.effective_lr(world), momentum=cfg.momentum)

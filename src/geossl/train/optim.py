@@ -12,12 +12,12 @@ per step, and a CPU-sized schedule of a few hundred steps barely moves the netwo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
-from geossl.errors import unknown_name_error
+from geossl.errors import GeosslError, unknown_name_error
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
 
@@ -85,7 +85,9 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def parameter_groups(module: nn.Module, weight_decay: float, constant_lr: Iterable[str] = ()) -> list[dict]:
+def parameter_groups(
+    module: nn.Module, weight_decay: float, constant_lr: Iterable[str] = (), lr_scales: Mapping[str, float] | None = None
+) -> list[dict]:
     """Split parameters: weights of ≥2-D tensors get weight decay; biases and norms do not.
 
     Args:
@@ -94,24 +96,33 @@ def parameter_groups(module: nn.Module, weight_decay: float, constant_lr: Iterab
         constant_lr: names of submodules (e.g. ``("predictor",)``) whose learning rate is not decayed after the
             warm-up (SimSiam's predictor, Chen & He 2021, §4.2); their parameters get their own groups, flagged
             ``constant_lr=True`` for :func:`lr_multipliers`.
+        lr_scales: submodule name → multiplier of the base learning rate (e.g. ``{"predictor": 10.0}``, a faster
+            BYOL predictor); their parameters get their own groups, with ``lr_scale`` for :func:`build_optimizer`.
 
     Returns:
-        Two groups (decay, no decay), plus the same two for the ``constant_lr`` modules when there are any.
+        Two groups (decay, no decay) first, then the same two for each set of ``constant_lr`` / ``lr_scales``
+        modules that has parameters.
     """
-    prefixes = tuple(f"{name}." for name in constant_lr)
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {(c, d): [] for c in (False, True) for d in (True, False)}
+    constant_prefixes = tuple(f"{name}." for name in constant_lr)
+    scale_prefixes = [(f"{name}.", float(scale)) for name, scale in (lr_scales or {}).items()]
+    for name, scale in scale_prefixes:
+        if not scale > 0:
+            raise GeosslError(f"the learning-rate scale of '{name[:-1]}' must be > 0, got {scale}")
+    # (constant, scale, decay) → parameters; the plain groups always exist and come first
+    groups: dict[tuple[bool, float, bool], list[nn.Parameter]] = {(False, 1.0, True): [], (False, 1.0, False): []}
     for name, p in module.named_parameters():
         if p.requires_grad:
-            groups[(name.startswith(prefixes), p.ndim > 1)].append(p)
+            scale = next((s for prefix, s in scale_prefixes if name.startswith(prefix)), 1.0)
+            groups.setdefault((name.startswith(constant_prefixes), scale, p.ndim > 1), []).append(p)
     out = []
-    for (constant, decay), params in groups.items():
-        if constant and not params:
-            continue
+    for (constant, scale, decay), params in groups.items():
         group: dict = {"params": params, "weight_decay": weight_decay if decay else 0.0}
         if not decay:
             group["lars_exclude"] = True
         if constant:
             group["constant_lr"] = True
+        if scale != 1.0:
+            group["lr_scale"] = scale
         out.append(group)
     return out
 
@@ -130,7 +141,11 @@ def lr_multipliers(groups: list[dict], total_steps: int, warmup_steps: int) -> l
 
 
 def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
-    """Optimiser by name: ``lars``, ``sgd`` (momentum, nesterov off) or ``adamw``."""
+    """Optimiser by name: ``lars``, ``sgd`` (momentum, nesterov off) or ``adamw``.
+
+    A group's ``lr_scale`` (from :func:`parameter_groups`) sets its lr to ``lr × lr_scale``.
+    """
+    groups = [{**{k: v for k, v in g.items() if k != "lr_scale"}, **({"lr": lr * g["lr_scale"]} if "lr_scale" in g else {})} for g in groups]
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum)
     # Plain torch optimisers do not know the LARS-only key.
