@@ -107,7 +107,9 @@ def test_lr_scale_groups_multiply_the_base_lr_through_the_schedule(name: str) ->
     assert all("lr_scale" not in g for g in opt.param_groups)
 
 
-def test_lr_scale_must_be_positive() -> None:
+def test_lr_scale_must_be_positive_and_name_a_trainable_module() -> None:
     net = torch.nn.ModuleDict({"predictor": torch.nn.Linear(3, 4)})
     with pytest.raises(GeosslError, match="learning-rate scale of 'predictor' must be > 0"):
         parameter_groups(net, 0.0, lr_scales={"predictor": 0.0})
+    with pytest.raises(GeosslError, match="names 'projector', which holds no trainable parameter"):
+        parameter_groups(net, 0.0, lr_scales={"projector": 2.0})

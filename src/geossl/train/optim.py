@@ -114,6 +114,10 @@ def parameter_groups(
         if p.requires_grad:
             scale = next((s for prefix, s in scale_prefixes if name.startswith(prefix)), 1.0)
             groups.setdefault((name.startswith(constant_prefixes), scale, p.ndim > 1), []).append(p)
+    names = [name for name, p in module.named_parameters() if p.requires_grad]
+    for prefix, _ in scale_prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            raise GeosslError(f"a learning-rate scale names '{prefix[:-1]}', which holds no trainable parameter of the model")
     out = []
     for (constant, scale, decay), params in groups.items():
         group: dict = {"params": params, "weight_decay": weight_decay if decay else 0.0}
