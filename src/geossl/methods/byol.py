@@ -39,12 +39,13 @@ class BYOL(Method):
         bn_splits: BatchNorm groups ("ghost" BatchNorm, Hoffer et al. 2017). The batch is cut into ``bn_splits``
             equal groups of images and each group, with all its views, goes through the online and target networks
             on its own, so every BatchNorm normalises over the views of ``B / bn_splits`` images, as at batch
-            ``B / bn_splits``, while the optimiser still takes one step per batch of ``B``. The loss is the mean
-            over groups (equal to the full batch's mean for equal groups). 1 (default): one pass, the paper's.
+            ``B / bn_splits``, while the optimiser still takes one step per batch of ``B``. The groups' losses are
+            weighted by their sizes, so the loss stays a mean over the batch. 1 (default): one pass, the paper's.
             At batch 256 in the zoo, 4 groups learned no faster than one (``benchmarks/diagnostics/README.md``).
         predictor_lr_scale: the predictor's learning rate as a multiple of the rest's. The paper keeps one lr and
             argues that the EMA target's role is to keep the predictor near-optimal, which a faster predictor also
-            does (Grill et al. 2020, §3.2 and §5: with a larger predictor lr BYOL learns even without the EMA target).
+            does (Grill et al. 2020, §3.2; their appendix on a near-optimal predictor trains BYOL without the EMA
+            target by giving the predictor a larger lr).
             1 (default): the paper's single lr. In the zoo (batch 256, 40 CPU minutes, one seed) 10 reached kNN +9.4
             over random init against +5.5 with 1.
     """
