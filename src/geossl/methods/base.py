@@ -16,6 +16,12 @@ from torch import nn
 from geossl.augment.views import ViewConfig
 
 
+def batch_norm_groups(bn_splits: int, n: int) -> int:
+    """How many BatchNorm groups a batch of ``n`` images makes with ``bn_splits`` asked for (MoCo v2's shuffle-BN,
+    BYOL's ghost BatchNorm): BatchNorm needs >= 2 samples per group, so a small (last) batch gets fewer groups."""
+    return max(1, min(bn_splits, n // 2))
+
+
 @dataclass
 class StepOutput:
     """What a method's training step returns.

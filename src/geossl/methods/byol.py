@@ -9,7 +9,7 @@ from geossl.augment.views import ViewConfig
 from geossl.errors import GeosslError
 from geossl.losses.negative_cosine import NegativeCosineSimilarity
 from geossl.methods._multicrop import check_views, prediction_pairs, project_views
-from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
+from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput, batch_norm_groups
 from geossl.nn.backbones import feature_dim
 from geossl.nn.ema import cosine_momentum, ema_update, make_teacher
 from geossl.nn.heads import ProjectionHead
@@ -96,8 +96,7 @@ class BYOL(Method):
         """L(q_a, z'_b) + L(q_b, z'_a); with local crops, the same total weight spread over every view j predicting
         every global view g ≠ j (the target network sees the global views only)."""
         check_views("BYOL", views, local_crops=True)
-        # BatchNorm needs >= 2 samples per group; a small (last) batch falls back to fewer groups.
-        groups = max(1, min(self.bn_splits, views[0].shape[0] // 2))
+        groups = batch_norm_groups(self.bn_splits, views[0].shape[0])
         if groups == 1:
             return self._group_step(views)
         parts = [self._group_step(list(group)) for group in zip(*(v.tensor_split(groups) for v in views))]

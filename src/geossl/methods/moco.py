@@ -8,7 +8,7 @@ from torch import nn
 from geossl.errors import GeosslError
 from geossl.losses.moco import MoCoLoss, MoCoV3Loss
 from geossl.methods._multicrop import check_views
-from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput
+from geossl.methods.base import SCALE_FREE_TREG, Method, StepOutput, batch_norm_groups
 from geossl.nn.backbones import feature_dim
 from geossl.nn.ema import cosine_momentum, ema_update, make_teacher
 from geossl.nn.heads import ProjectionHead, mlp_dims
@@ -17,11 +17,6 @@ from geossl.nn.heads import ProjectionHead, mlp_dims
 def _check_momentum(momentum: float) -> None:
     if not 0 <= momentum <= 1:
         raise GeosslError(f"momentum must be in [0, 1], got {momentum}")
-
-
-def _n_groups(bn_splits: int, n: int) -> int:
-    # BatchNorm needs >= 2 samples per group; a small (last) batch falls back to fewer groups.
-    return max(1, min(bn_splits, n // 2))
 
 
 class MoCoV2(Method):
@@ -83,14 +78,14 @@ class MoCoV2(Method):
         self._keys: torch.Tensor | None = None
 
     def _encode_queries(self, x: torch.Tensor) -> torch.Tensor:
-        groups = _n_groups(self.bn_splits, x.shape[0])
+        groups = batch_norm_groups(self.bn_splits, x.shape[0])
         if groups == 1:
             return self.backbone(x)
         return torch.cat([self.backbone(chunk) for chunk in x.tensor_split(groups)])
 
     @torch.no_grad()
     def _encode_keys(self, x: torch.Tensor) -> torch.Tensor:
-        groups = _n_groups(self.bn_splits, x.shape[0])
+        groups = batch_norm_groups(self.bn_splits, x.shape[0])
         if groups == 1:
             return self.teacher_projector(self.teacher_backbone(x))
         perm = torch.randperm(x.shape[0], device=x.device)
