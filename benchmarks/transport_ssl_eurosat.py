@@ -153,7 +153,12 @@ def render(rows: dict) -> None:
         "with T-REG added to each view's embeddings (``--regularizer t-reg``), ARGS its effective arguments "
         "(normalize=true: on the L2-normalised embeddings, the default for methods whose loss is scale-free; "
         "normalize=false: on raw z, the paper's form). Discussion against the papers' claims: "
-        "``benchmarks/results/transport_ssl_discussion.md``."
+        "``benchmarks/results/transport_ssl_discussion.md``. Rows of the multi-crop methods (bam here; swav and dino "
+        "in the zoo) run before 2026-12-05 blurred with the papers' sigma of 0.1-2 px unscaled at 64 px; since then "
+        "it is scaled by 64/224 (``geossl.augment.views.paper_blur_sigma``), as BYOL's always was. The byol rows, with "
+        "and without T-REG, ran with BYOL's defaults before 2026-12-05 (the paper's single lr and target momentum 0.996; "
+        "the zoo row `byol predictor_lr_scale=1 momentum=0.996`); BYOL's defaults since (10x predictor lr, momentum 0.99) "
+        "reached +10.4 and +9.9 in the zoo (two seeds) and have no T-REG row yet."
     )
     write_results("transport_ssl_eurosat", "Transport and geometry SSL methods on EuroSAT (CPU budget)", ordered,
                   ["method", "epochs", "train min", "kNN top-1", "linear top-1", "kNN gain vs random", "img/s (step)",

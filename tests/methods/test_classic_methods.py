@@ -32,7 +32,7 @@ SMALL = {
     "vicreg": (VICReg, {"hidden_dim": 64, "projection_dim": 48}),
     "mmcr": (MMCR, {"hidden_dim": 64, "projection_dim": 32}),
 }
-TEACHER_MOMENTUM = {"moco-v2": ("constant", 0.999), "moco-v3": ("cosine", 0.99), "byol": ("cosine", 0.996)}
+TEACHER_MOMENTUM = {"moco-v2": ("constant", 0.999), "moco-v3": ("cosine", 0.99), "byol": ("cosine", 0.99)}
 
 
 def _build(name: str, in_chans: int = 3, seed: int = 0, **overrides):
@@ -161,8 +161,10 @@ def test_byol_refuses_bad_bn_splits(bad):
 
 
 def test_byol_predictor_lr_scale():
-    assert _build("byol").lr_scales() == {}
-    assert _build("byol", predictor_lr_scale=10).lr_scales() == {"predictor": 10.0}
+    """10x by default (the zoo's EuroSAT runs); 1 is the paper's single lr, with no scaled group."""
+    assert _build("byol").lr_scales() == {"predictor": 10.0}
+    assert _build("byol", predictor_lr_scale=1).lr_scales() == {}
+    assert _build("byol", predictor_lr_scale=3).lr_scales() == {"predictor": 3.0}
     with pytest.raises(GeosslError, match="predictor_lr_scale"):
         _build("byol", predictor_lr_scale=0)
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from geossl.augment.views import paper_blur_sigma
 from geossl.errors import GeosslError
 from geossl.methods._multicrop import local_crop_size, prediction_pairs, view_pairs
 from geossl.methods.barlow_twins import BarlowTwins
@@ -160,3 +161,17 @@ def test_dino_widens_its_global_crops_without_local_crops():
     dino = METHODS["dino"]
     assert [v.crop_scale for v in dino.default_views(64, True, n_local=6)[:2]] == [(0.4, 1.0)] * 2
     assert [v.crop_scale for v in dino.default_views(64, True, n_local=0)] == [(0.14, 1.0)] * 2
+
+
+@pytest.mark.parametrize("name", ["byol", "swav", "dino", "bam"])
+def test_blur_sigma_is_the_papers_scaled_to_the_image(name):
+    """The papers' blur σ of 0.1-2.0 px is for 224-px views: kept at 224 px, scaled by 64/224 at 64 px, on the local
+    crops too (the papers blur their 96-px local crops with the global crops' σ)."""
+    method = METHODS[name]
+    kwargs = {} if name == "byol" else {"n_local": 2}
+    at_224 = [v.blur_sigma for v in method.default_views(224, True, **kwargs) if v.blur > 0]
+    at_64 = [v.blur_sigma for v in method.default_views(64, True, **kwargs) if v.blur > 0]
+    assert len(at_64) == len(at_224) >= 2
+    assert all(s == (0.1, 2.0) for s in at_224)
+    assert all(s == (0.1, pytest.approx(2.0 * 64 / 224)) for s in at_64)
+    assert paper_blur_sigma(8) == (0.1, 0.1)  # floored at the papers' lower end

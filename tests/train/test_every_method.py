@@ -120,11 +120,11 @@ def test_pretrain_every_method_in_bfloat16_mixed_precision(tmp_path, name: str) 
 
 
 def test_byol_predictor_lr_scale_reaches_the_optimiser(tmp_path) -> None:
-    """``--set predictor_lr_scale=10``: the predictor's parameter groups train at 10x the others' lr."""
+    """BYOL's default ``predictor_lr_scale = 10``: the predictor's parameter groups train at 10x the others' lr."""
     import torch
 
     data = make_rgb_folder(tmp_path / "data", size=32)
-    config = PretrainConfig(method="byol", method_args={**_args("byol"), "predictor_lr_scale": 10.0}, train_data=str(data), epochs=1,
+    config = PretrainConfig(method="byol", method_args=_args("byol"), train_data=str(data), epochs=1,
                             batch_size=8, run_dir=str(tmp_path / "run"), accelerator="cpu", progress=False, online_eval=False)
     ckpt = torch.load(pretrain(config).last_checkpoint, map_location="cpu", weights_only=False)
     groups = ckpt["optimizer_states"][0]["param_groups"]

@@ -29,6 +29,24 @@ import torch.nn.functional as F
 from geossl.errors import GeosslError
 
 
+#: The Gaussian blur's σ range of SimCLR, BYOL, SwAV and DINO (Chen et al. 2020, App. A), in pixels of 224-px views.
+PAPER_BLUR_SIGMA = (0.1, 2.0)
+
+
+def paper_blur_sigma(image_size: int) -> tuple[float, float]:
+    """The papers' blur σ range, 0.1-2.0 px at 224 px, scaled to images of ``image_size`` px (floored at 0.1 px).
+
+    The papers' σ is in pixels of 224-px crops (the same σ on their 96-px local crops, which keep the pixel size of a
+    224-px crop of the same image). At 64 px an unscaled σ of 2 px would blur 3.5 times as much of the image as the
+    papers do; scaled, the range is 0.1-0.57 px.
+
+    Args:
+        image_size: side of the global views, in pixels.
+    """
+    low, high = PAPER_BLUR_SIGMA
+    return (low, max(low, high * image_size / 224))
+
+
 @dataclass
 class ViewConfig:
     """Parameters of one view distribution. Defaults follow SimCLR's small-image recipe.
@@ -47,7 +65,8 @@ class ViewConfig:
         spectral_offset: std of the per-band additive jitter (non-RGB), in normalised units.
         band_dropout: probability of zeroing each band (non-RGB; at least one band is kept).
         blur: probability of a Gaussian blur.
-        blur_sigma: range of the blur's standard deviation, in pixels.
+        blur_sigma: range of the blur's standard deviation, in pixels of the output view (the papers' 0.1-2.0 px
+            are for 224-px views: the methods scale them with :func:`paper_blur_sigma`).
     """
 
     size: int | None = None

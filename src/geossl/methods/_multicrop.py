@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from geossl.augment.views import ViewConfig
+from geossl.augment.views import ViewConfig, paper_blur_sigma
 from geossl.errors import GeosslError
 
 
@@ -62,6 +62,11 @@ def multicrop_views(
 ) -> list[ViewConfig]:
     """Two global views then ``n_local`` local views (see :func:`local_crop_size`).
 
+    The blur's σ is the papers' 0.1-2.0 px scaled to ``image_size`` (:func:`~geossl.augment.views.paper_blur_sigma`)
+    on every view: the papers blur their 96-px local crops with the σ of their 224-px global ones, and the local crops
+    here keep that ratio to the global size. Until 2026-12-05 the σ was not scaled (2 px at 64 px), see
+    ``benchmarks/results/zoo_eurosat.md``.
+
     Args:
         image_size: side of the input images (the global crops keep it).
         overhead: aerial/satellite imagery: vertical flips too (no canonical orientation).
@@ -75,7 +80,7 @@ def multicrop_views(
     if isinstance(n_local, bool) or not isinstance(n_local, int) or n_local < 0:
         raise GeosslError(f"n_local must be a non-negative integer, got {n_local!r}.")
     vflip = 0.5 if overhead else 0.0
-    common = {"vflip": vflip, "color_strength": color_strength}
+    common = {"vflip": vflip, "color_strength": color_strength, "blur_sigma": paper_blur_sigma(image_size)}
     views = [ViewConfig(size=image_size, crop_scale=global_scale, blur=p, **common) for p in global_blur]
     small = local_crop_size(image_size)
     views += [ViewConfig(size=small, crop_scale=local_scale, blur=local_blur, **common) for _ in range(n_local)]

@@ -211,7 +211,7 @@ class DINO(Method):
         with local crops the small scales (0.05-0.4) are theirs, without them the global crops must cover them.
         Paper: 2 x 224 + 10 x 96 px (authors' code default: 8 local crops); 6 here as SwAV, to bound CPU cost.
         Local crops are 96/224 of ``image_size`` (multiple of 8, >= 16 px). Blur probabilities 1.0 and 0.1 on the
-        two global crops and 0.5 on the local ones; colour jitter (0.4, 0.4, 0.2, 0.1) is close to strength 0.5
+        two global crops and 0.5 on the local ones, σ the paper's 0.1-2.0 px scaled by ``image_size`` / 224; colour jitter (0.4, 0.4, 0.2, 0.1) is close to strength 0.5
         (solarisation of the second global crop is not available in :class:`ViewConfig`).
         """
         if n_local is None:

@@ -152,7 +152,8 @@ class SwAV(Method):
         Paper: 2 x 224 + 6 x 96 px; local crops here are 96/224 of ``image_size`` (multiple of 8, >= 16 px).
         ``n_local = None``: the paper's 6 on images of at least 96 px, none below
         (:func:`~geossl.methods._multicrop.default_local_crops`: at 64 px, 24-px local crops, two crops did better).
-        Colour distortion of strength 1 and Gaussian blur with probability 0.5 on every crop (authors' code).
+        Colour distortion of strength 1 and Gaussian blur with probability 0.5 on every crop (authors' code), σ the
+        paper's 0.1-2.0 px scaled by ``image_size`` / 224.
         """
         if n_local is None:
             n_local = default_local_crops(image_size)
