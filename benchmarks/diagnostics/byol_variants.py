@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/diagnostics/byol_variants.py VARIANT [EPOCHS]; VARIANT in byol, byol-noclip, byol-m99, byol-sep, byol-lr02-wu-m99, simclr.
 """
-import sys, json, time, csv
+import sys, time, csv
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))
 from geossl.data import load_data
 from geossl.train.config import PretrainConfig
