@@ -29,7 +29,8 @@ from geossl.errors import GeosslError
 DEFAULT_LOCAL_CROPS = 6
 #: Below this image side SwAV and DINO default to the two global crops only. At 64 px (local crops of 24 px) and 40
 #: CPU minutes, two crops beat 2 + 6 on EuroSAT: SwAV +10.5 and +9.6 kNN over random init (two seeds) against +7.3,
-#: DINO +7.3 against +2.5 (``benchmarks/results/zoo_eurosat.md``); lightly's CIFAR-10 benchmark (32 px) also trains
+#: DINO +7.3 against +2.5 (``benchmarks/results/zoo_eurosat.md``; all four with the unscaled blur of the time, see
+#: :func:`multicrop_views`); lightly's CIFAR-10 benchmark (32 px) also trains
 #: both with two crops and its Imagenette one (128 px) with 6 local crops.
 MULTICROP_MIN_IMAGE_SIZE = 96
 

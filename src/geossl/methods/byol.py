@@ -128,7 +128,8 @@ class BYOL(Method):
         return {"predictor": self.predictor_lr_scale} if self.predictor_lr_scale != 1.0 else {}
 
     def on_optimizer_step(self, step: int, total_steps: int) -> None:
-        """EMA update of the target network, momentum 0.996 → 1 (cosine, paper eq. in §3.2)."""
+        """EMA update of the target network, momentum m₀ → 1 (cosine, paper eq. in §3.2; m₀ = 0.99 by default, the
+        paper's 0.996)."""
         m = cosine_momentum(step, total_steps, base=self.momentum, final=1.0)
         ema_update(self.teacher_backbone, self.backbone, m)
         ema_update(self.teacher_projector, self.projector, m)

@@ -253,7 +253,8 @@ class DINO(Method):
         return StepOutput(loss=loss, features=feats[0].detach(), embeddings=student_z[: sizes[0]].detach(), logs=logs)
 
     def on_optimizer_step(self, step: int, total_steps: int) -> None:
-        """EMA update of the teacher with the cosine momentum 0.996 -> 1 (paper §3.1, BYOL's schedule)."""
+        """EMA update of the teacher with the cosine momentum m₀ -> 1 (paper §3.1, BYOL's schedule; m₀ = 0.99 by
+        default, the paper's 0.996)."""
         self._step, self._total_steps = int(step), int(total_steps)
         m = cosine_momentum(step, total_steps, base=self.momentum, final=1.0)
         ema_update(self.teacher_backbone, self.backbone, m)
