@@ -28,7 +28,7 @@ class BYOL(Method):
     coefficient is 0.02, the paper's 1e-3); two departures from the paper, since 2026-12-05: the predictor trains at
     10x the lr of the rest (``predictor_lr_scale = 10``; the paper: one lr) and the target momentum starts at 0.99
     (solo-learn's CIFAR value; the paper: 0.996), cosine schedule to 1. Measured on EuroSAT at batch 256 in 40 CPU
-    minutes (``benchmarks/results/zoo_eurosat.md``, 10 epochs each): these defaults +10.4 and ++9.9 kNN over random
+    minutes (``benchmarks/results/zoo_eurosat.md``, 10 epochs each): these defaults +10.4 and +9.9 kNN over random
     init (seeds 0 and 1); the paper's values +5.5, with only the faster predictor +9.4, with only m 0.99 +6.4;
     solo-learn's small-image lr 1.0 / wd 1e-5 (the default from 2026-11-22 to 2026-12-04) -3.4 in 7. The paper's
     setting is ``--set predictor_lr_scale=1 --set momentum=0.996``. Views: the paper's
@@ -51,7 +51,7 @@ class BYOL(Method):
             does (Grill et al. 2020, §3.2; their appendix on a near-optimal predictor trains BYOL without the EMA
             target by giving the predictor a larger lr).
             10 (default): in the zoo (batch 256, 40 CPU minutes) 10 reached kNN +9.4 over random init against +5.5
-            with the paper's 1 (one seed each), and with ``momentum = 0.99`` +10.4 and ++9.9 (two seeds).
+            with the paper's 1 (one seed each), and with ``momentum = 0.99`` +10.4 and +9.9 (two seeds).
     """
 
     name = "byol"

@@ -97,8 +97,9 @@ class DINO(Method):
     minutes (``benchmarks/results/zoo_eurosat.md``) this recipe reached kNN +13.9 over random init in 10 epochs (one
     seed) once the blur's σ was scaled to the image size (:func:`~geossl.augment.views.paper_blur_sigma`; with the
     unscaled 0.1-2 px: +10.0 and +9.0, two seeds), the previous defaults (3-layer head, K = 4096, momentum 0.996,
-    SGD 0.03 / wd 1e-4, 2 + 6 crops, unscaled blur) +2.5 in 7, and those defaults with two crops +7.3 in 10. The paper's ImageNet setting is ``--set head_layers=3 --set
-    out_dim=65536 --set momentum=0.996 --local-crops 10`` with its own optimiser (below).
+    SGD 0.03 / wd 1e-4, 2 + 6 crops, unscaled blur) +2.5 in 7, and those defaults with two crops +7.3 in 10. The
+    paper's ImageNet setting is ``--set head_layers=3 --set out_dim=65536 --set momentum=0.996 --local-crops 10`` with
+    its own optimiser (below).
 
     - Head: ``head_layers = 2`` (hidden 2048, BatchNorm, GELU) to the 256-d bottleneck, ``out_dim = 2048`` (the
       paper: 3 layers, K = 65 536; its ablation gains little from K = 4096 to 65 536, and at 65 536 the last layer
@@ -212,8 +213,9 @@ class DINO(Method):
         with local crops the small scales (0.05-0.4) are theirs, without them the global crops must cover them.
         Paper: 2 x 224 + 10 x 96 px (authors' code default: 8 local crops); 6 here as SwAV, to bound CPU cost.
         Local crops are 96/224 of ``image_size`` (multiple of 8, >= 16 px). Blur probabilities 1.0 and 0.1 on the
-        two global crops and 0.5 on the local ones, σ the paper's 0.1-2.0 px scaled by ``image_size`` / 224; colour jitter (0.4, 0.4, 0.2, 0.1) is close to strength 0.5
-        (solarisation of the second global crop is not available in :class:`ViewConfig`).
+        two global crops and 0.5 on the local ones, σ the paper's 0.1-2.0 px scaled by ``image_size`` / 224; colour
+        jitter (0.4, 0.4, 0.2, 0.1) is close to strength 0.5 (solarisation of the second global crop is not available
+        in :class:`ViewConfig`).
         """
         if n_local is None:
             n_local = default_local_crops(image_size)
