@@ -96,9 +96,9 @@ class DINO(Method):
     recipe for a ResNet-18 (its ``DINOModel``), and small images get no local crops: on EuroSAT at 64 px in 40 CPU
     minutes (``benchmarks/results/zoo_eurosat.md``) this recipe reached kNN +13.9 and +11.9 over random init in 10
     epochs (seeds 0 and 1) once the blur's σ was scaled to the image size
-    (:func:`~geossl.augment.views.paper_blur_sigma`; with the unscaled 0.1-2 px: +10.0 and +9.0, two seeds), the previous defaults (3-layer head, K = 4096, momentum 0.996,
-    SGD 0.03 / wd 1e-4, 2 + 6 crops, unscaled blur) +2.5 in 7, and those defaults with two crops +7.3 in 10. The
-    paper's ImageNet setting is ``--set head_layers=3 --set out_dim=65536 --set momentum=0.996 --local-crops 10`` with
+    (:func:`~geossl.augment.views.paper_blur_sigma`; with the unscaled 0.1-2 px: +10.0 and +9.0, two seeds), the
+    previous defaults (3-layer head, K = 4096, momentum 0.996, SGD 0.03 / wd 1e-4, 2 + 6 crops, unscaled blur) +2.5
+    in 7, and those defaults with two crops +7.3 in 10. The paper's ImageNet setting is ``--set head_layers=3 --set out_dim=65536 --set momentum=0.996 --local-crops 10`` with
     its own optimiser (below).
 
     - Head: ``head_layers = 2`` (hidden 2048, BatchNorm, GELU) to the 256-d bottleneck, ``out_dim = 2048`` (the
