@@ -98,8 +98,8 @@ class DINO(Method):
     epochs (seeds 0 and 1) once the blur's σ was scaled to the image size
     (:func:`~geossl.augment.views.paper_blur_sigma`; with the unscaled 0.1-2 px: +10.0 and +9.0, two seeds), the
     previous defaults (3-layer head, K = 4096, momentum 0.996, SGD 0.03 / wd 1e-4, 2 + 6 crops, unscaled blur) +2.5
-    in 7, and those defaults with two crops +7.3 in 10. The paper's ImageNet setting is ``--set head_layers=3 --set out_dim=65536 --set momentum=0.996 --local-crops 10`` with
-    its own optimiser (below).
+    in 7, and those defaults with two crops +7.3 in 10. The paper's ImageNet setting is
+    ``--set head_layers=3 --set out_dim=65536 --set momentum=0.996 --local-crops 10`` with its own optimiser (below).
 
     - Head: ``head_layers = 2`` (hidden 2048, BatchNorm, GELU) to the 256-d bottleneck, ``out_dim = 2048`` (the
       paper: 3 layers, K = 65 536; its ablation gains little from K = 4096 to 65 536, and at 65 536 the last layer
