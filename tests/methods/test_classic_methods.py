@@ -1,6 +1,5 @@
 """MoCo v2/v3, BYOL, SimSiam, Barlow Twins, VICReg and MMCR: smoke steps, teachers, and the wiring of the views."""
 
-import inspect
 import math
 
 import pytest
@@ -95,12 +94,9 @@ def test_teacher_follows_memory_format_and_dtype(name):
 
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_defaults_are_constructor_defaults(name):
+def test_registered_name_and_optimiser_defaults(name):
     cls = SMALL[name][0]
     assert cls.name == name
-    params = inspect.signature(cls.__init__).parameters
-    for key, value in cls.defaults.items():
-        assert params[key].default == value, key
     assert cls.optim_defaults["optimizer"] in OPTIMIZERS
     assert cls.optim_defaults["lr"] > 0 and cls.optim_defaults["weight_decay"] >= 0
 

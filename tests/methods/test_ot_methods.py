@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 
 import pytest
 import torch
@@ -56,12 +55,9 @@ def test_training_step_finite_loss_and_gradient_reaches_the_backbone(name, in_ch
 
 
 @pytest.mark.parametrize("name", list(SMALL))
-def test_defaults_are_constructor_arguments_and_optimiser_known(name):
+def test_registered_name_and_optimiser_known(name):
     cls, _ = SMALL[name]
     assert cls.name == name
-    params = inspect.signature(cls.__init__).parameters
-    for key, value in cls.defaults.items():
-        assert params[key].default == value, key
     assert cls.optim_defaults["optimizer"] in OPTIMIZERS
 
 

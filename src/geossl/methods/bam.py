@@ -69,16 +69,6 @@ class BAM(Method):
 
     name = "bam"
     supports_local_crops = True
-    defaults: ClassVar[dict[str, Any]] = {
-        "hidden_dim": 2048,
-        "projection_dim": 256,
-        "eps": 0.05,
-        "temperature": 0.1,
-        "n_iters": 3,
-        "top_k": 128,
-        "mask_positives": True,
-        "teacher_momentum": 0.995,
-    }
     #: The released recipe: AdamW 3e-4 per 256 images, wd 0.04, gradient norm clipped at 0.3 (see the class docstring).
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adamw", "lr": 3e-4, "weight_decay": 0.04, "gradient_clip": 0.3}
     regularizer_defaults: ClassVar[dict[str, dict[str, Any]]] = SCALE_FREE_TREG

@@ -36,7 +36,6 @@ class BarlowTwins(Method):
     """
 
     name = "barlow-twins"
-    defaults = {"hidden_dim": 2048, "projection_dim": 2048, "lambda_": 5.1e-3}
     #: solo-learn's small-image recipe (ResNet-18, CIFAR, 2048-wide projector) for LARS with trust coefficient
     #: 0.02, the engine's; the paper's lr 0.2 / wd 1.5e-6 go with trust 0.001 and the 8192-wide projector.
     optim_defaults = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4}

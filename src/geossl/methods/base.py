@@ -7,6 +7,7 @@ a few lines. The Lightning engine (``geossl.train``) adds optimisation, logging 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -43,6 +44,31 @@ class StepOutput:
     branches: list[torch.Tensor] | None = None
 
 
+#: Constructor arguments that are not hyperparameters: the network, and the switch for gathering over processes
+#: (the engine leaves it on; plain-PyTorch users turn it off).
+NOT_HYPERPARAMETERS = frozenset({"backbone", "gather"})
+
+
+def constructor_defaults(cls: type) -> dict[str, Any]:
+    """The hyperparameters of a method class and their defaults, read from its ``__init__`` signature.
+
+    Every argument but those in :data:`NOT_HYPERPARAMETERS` is a hyperparameter the config may override, so each needs
+    a default (the engine builds a method from its defaults alone); the signature is the one place they are written.
+
+    Raises:
+        TypeError: a hyperparameter without a default.
+    """
+    defaults: dict[str, Any] = {}
+    for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]:  # [1:]: self
+        if name in NOT_HYPERPARAMETERS or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if parameter.default is parameter.empty:
+            raise TypeError(f"{cls.__name__}.__init__: give the hyperparameter '{name}' a default (the paper's); "
+                            "the engine builds a method from its defaults")
+        defaults[name] = parameter.default
+    return defaults
+
+
 #: ``regularizer_defaults`` of the methods whose loss reads the embeddings only through ``z / ‖z‖``: T-REG on the
 #: normalised embeddings. On raw z the paper's T-REG weights hold ‖z‖ near γ·c/(2λ) ≈ 150, where such a loss's
 #: gradient into z is ~150 times weaker than T-REG's and the regulariser alone drives the encoder (measured on
@@ -54,13 +80,14 @@ SCALE_FREE_TREG: dict[str, dict[str, Any]] = {"t-reg": {"normalize": True}}
 class Method(nn.Module):
     """Base class of the SSL methods.
 
-    Subclasses set :attr:`name`, :attr:`defaults` (hyperparameters of the paper, overridable
-    from the config) and implement :meth:`training_step`. ``self.backbone`` maps (B, C, H, W)
-    images to (B, D) features; it is the part kept for downstream use.
+    Subclasses set :attr:`name`, give their constructor the paper's hyperparameters as keyword defaults (read into
+    :attr:`defaults`, overridable from the config) and implement :meth:`training_step`. ``self.backbone`` maps
+    (B, C, H, W) images to (B, D) features; it is the part kept for downstream use.
     """
 
     name: ClassVar[str] = ""
-    #: Paper defaults of the method's own hyperparameters (constructor kwargs).
+    #: Paper defaults of the method's own hyperparameters, read from the constructor's signature for each class
+    #: that sets :attr:`name` (:func:`constructor_defaults`); empty on the unnamed bases, which may leave them unset.
     defaults: ClassVar[dict[str, Any]] = {}
     #: Optimisation defaults (optimizer, base lr for batch 256, weight decay, warm-up epochs).
     optim_defaults: ClassVar[dict[str, Any]] = {}
@@ -73,6 +100,16 @@ class Method(nn.Module):
     #: Whether ``training_step`` takes local crops after the 2 global views (multi-crop, ``--local-crops N``); see
     #: :mod:`geossl.methods._multicrop` for how the two-view methods use them.
     supports_local_crops: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # only the registered (named) classes: the shared bases take their heads' sizes without defaults
+        if cls.__dict__.get("name"):
+            derived = constructor_defaults(cls)
+            if "defaults" in cls.__dict__ and cls.__dict__["defaults"] != derived:
+                raise TypeError(f"{cls.__name__}.defaults {cls.__dict__['defaults']} disagrees with its __init__ "
+                                f"defaults {derived}; drop the attribute (it is read from the signature)")
+            cls.defaults = derived
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()

@@ -55,7 +55,6 @@ class BYOL(Method):
     """
 
     name = "byol"
-    defaults = {"hidden_dim": 4096, "projection_dim": 256, "momentum": 0.99, "bn_splits": 1, "predictor_lr_scale": 10.0}
     #: The paper's LARS lr 0.2 per 256 images, wd 1.5e-6: at the zoo's budget solo-learn's CIFAR recipe (lr 1.0,
     #: wd 1e-5) ended below random init (kNN 48.96 against 52.35), the paper's lr above it (57.85).
     optim_defaults = {"optimizer": "lars", "lr": 0.2, "weight_decay": 1.5e-6}

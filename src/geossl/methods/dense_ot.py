@@ -97,10 +97,6 @@ class DenseOT(Method):
     """
 
     name = "dense-ot"
-    defaults: ClassVar[dict[str, Any]] = {
-        "hidden_dim": 2048, "projection_dim": 128, "temperature": 0.2, "dense_weight": 0.5, "matcher": "unbalanced",
-        "image_negatives": False, "eps": 0.05, "reg_m": 0.05, "match_on": "projector",
-    }
     optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4}
     regularizer_defaults: ClassVar[dict[str, dict[str, Any]]] = SCALE_FREE_TREG
 

@@ -144,21 +144,6 @@ class DINO(Method):
 
     name = "dino"
     supports_local_crops = True
-    defaults = {
-        "out_dim": 2048,
-        "hidden_dim": 2048,
-        "bottleneck_dim": 256,
-        "batch_norm": True,
-        "norm_last_layer": True,
-        "head_layers": 2,
-        "student_temp": 0.1,
-        "teacher_temp": 0.04,
-        "warmup_teacher_temp": 0.04,
-        "warmup_teacher_temp_fraction": 0.3,
-        "center_momentum": 0.9,
-        "momentum": 0.99,
-        "freeze_last_layer": 0.01,
-    }
     #: SGD 0.12 per 256, wd 5e-4: lightly's CIFAR-10 recipe (the authors' ResNet-50 one, 0.03 / 1e-4, learned slower
     #: here; LARS 0.3 and AdamW 5e-4 collapse a ResNet-18, see the class docstring). Gradient clipping 3.0 as the paper.
     optim_defaults = {"optimizer": "sgd", "lr": 0.12, "weight_decay": 5e-4, "gradient_clip": 3.0}

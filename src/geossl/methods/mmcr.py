@@ -34,7 +34,6 @@ class MMCR(Method):
     """
 
     name = "mmcr"
-    defaults = {"hidden_dim": 512, "projection_dim": 128, "lambda_": 0.0}
     optim_defaults = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-6}
     regularizer_defaults = SCALE_FREE_TREG
     supports_local_crops = True

@@ -49,7 +49,6 @@ class MoCoV2(Method):
     """
 
     name = "moco-v2"
-    defaults = {"temperature": 0.2, "queue_size": 3072, "momentum": 0.999, "hidden_dim": 2048, "projection_dim": 128, "bn_splits": 8}
     #: SGD 0.3 per 256 images: solo-learn's MoCo v2+ recipe for small images (the paper's 0.03 is ImageNet's).
     optim_defaults = {"optimizer": "sgd", "lr": 0.3, "weight_decay": 1e-4}
     regularizer_defaults = SCALE_FREE_TREG
@@ -139,7 +138,6 @@ class MoCoV3(Method):
     """
 
     name = "moco-v3"
-    defaults = {"temperature": 0.2, "momentum": 0.99, "hidden_dim": 4096, "projection_dim": 256, "projector_layers": 3}
     #: LARS 0.3, wd 1e-6: solo-learn's MoCo v3 recipe for a ResNet-18 on small images (AdamW 1.5e-4 / wd 0.1 is the
     #: paper's ViT recipe; pass --optimizer adamw --lr 1.5e-4 --weight-decay 0.1 for it).
     optim_defaults = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6}

@@ -96,10 +96,6 @@ class OTSample(_TwoViewOT):
     """
 
     name = "ot-sample"
-    defaults: ClassVar[dict[str, Any]] = {
-        "hidden_dim": 1024, "projection_dim": 128, "eps": 0.01, "n_iters": 5, "layout": "full",
-        "normalize_rows": False, "reduction": "sum",
-    }
     optim_defaults: ClassVar[dict[str, Any]] = dict(OT_OPTIM_DEFAULTS)
 
     def __init__(
@@ -138,10 +134,6 @@ class OTFeature(_TwoViewOT):
     """
 
     name = "ot-feature"
-    defaults: ClassVar[dict[str, Any]] = {
-        "hidden_dim": 1024, "projection_dim": 128, "eps": 0.01, "n_iters": 5, "feature_norm": "bt",
-        "normalize_rows": False, "reduction": "sum",
-    }
     optim_defaults: ClassVar[dict[str, Any]] = dict(OT_OPTIM_DEFAULTS)
 
     def __init__(
@@ -184,10 +176,6 @@ class OTCOOT(_TwoViewOT):
     """
 
     name = "ot-coot"
-    defaults: ClassVar[dict[str, Any]] = {
-        "hidden_dim": 1024, "projection_dim": 128, "lam_s": 1.0, "lam_f": 1.0, "eps": 0.05, "reg_scale": "mean",
-        "layout": "cross", "n_iters": 5, "inner_iters": 10, "reduction": "sum",
-    }
     optim_defaults: ClassVar[dict[str, Any]] = dict(OT_OPTIM_DEFAULTS)
 
     def __init__(

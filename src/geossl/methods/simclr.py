@@ -36,7 +36,6 @@ class SimCLR(Method):
     """
 
     name = "simclr"
-    defaults = {"temperature": 0.2, "hidden_dim": 2048, "projection_dim": 128}
     optim_defaults = {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-6}
     regularizer_defaults = SCALE_FREE_TREG
     supports_local_crops = True

@@ -38,7 +38,6 @@ class SimSiam(Method):
     """
 
     name = "simsiam"
-    defaults = {"projection_dim": 2048, "prediction_dim": 512, "projector_layers": 2, "stop_gradient": True}
     #: SGD 0.12 per 256 images, wd 5e-4: lightly's CIFAR-10 benchmark (the paper's 0.05 / 1e-4 is ImageNet's).
     optim_defaults = {"optimizer": "sgd", "lr": 0.12, "weight_decay": 5e-4}
     regularizer_defaults = SCALE_FREE_TREG

@@ -106,17 +106,6 @@ class SwAV(Method):
 
     name = "swav"
     supports_local_crops = True
-    defaults = {
-        "temperature": 0.1,
-        "sinkhorn_eps": 0.05,
-        "sinkhorn_iters": 3,
-        "hidden_dim": 2048,
-        "projection_dim": 128,
-        "n_prototypes": 512,
-        "freeze_prototypes": 0.01,
-        "queue_length": 0,
-        "queue_start": 0.15,
-    }
     optim_defaults = {"optimizer": "adamw", "lr": 3e-4, "weight_decay": 1e-6}
 
     def __init__(

@@ -37,7 +37,6 @@ class TREGS(Method):
     """
 
     name = "t-regs"
-    defaults = {"hidden_dim": 2048, "projection_dim": 2048, "beta": 10.0, "gamma": 0.2, "lam": 8e-4}
     optim_defaults = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4}
 
     def __init__(

@@ -80,7 +80,6 @@ class SSWSSL(_SphereAlignUniform):
     """
 
     name = "ssw"
-    defaults: ClassVar[dict] = {"hidden_dim": 1024, "projection_dim": 3, "lam": 20.0, "n_projections": 10}
 
     def __init__(self, backbone: nn.Module, hidden_dim: int = 1024, projection_dim: int = 3, lam: float = 20.0,
                  n_projections: int = 10, gather: bool = True) -> None:
@@ -102,7 +101,6 @@ class SWSSL(_SphereAlignUniform):
     """
 
     name = "sw"
-    defaults: ClassVar[dict] = {"hidden_dim": 1024, "projection_dim": 3, "lam": 1.0, "n_projections": 10}
 
     def __init__(self, backbone: nn.Module, hidden_dim: int = 1024, projection_dim: int = 3, lam: float = 1.0,
                  n_projections: int = 10, gather: bool = True) -> None:
@@ -126,7 +124,6 @@ class WangIsola(_SphereAlignUniform):
     """
 
     name = "uniformity"
-    defaults: ClassVar[dict] = {"hidden_dim": 1024, "projection_dim": 3, "alpha": 2.0, "t": 2.0, "lam": 1.0}
 
     def __init__(self, backbone: nn.Module, hidden_dim: int = 1024, projection_dim: int = 3, alpha: float = 2.0,
                  t: float = 2.0, lam: float = 1.0, gather: bool = True) -> None:

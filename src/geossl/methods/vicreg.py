@@ -38,7 +38,6 @@ class VICReg(Method):
     """
 
     name = "vicreg"
-    defaults = {"hidden_dim": 2048, "projection_dim": 2048, "sim": 25.0, "var": 25.0, "cov": 1.0, "reference_scaling": True}
     #: solo-learn's small-image recipe (ResNet-18, CIFAR, 2048-wide expander) for LARS with trust coefficient 0.02.
     optim_defaults = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4}
     supports_local_crops = True
