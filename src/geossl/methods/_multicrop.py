@@ -118,7 +118,9 @@ def view_pairs(n_views: int, n_global: int = 2) -> list[tuple[int, int]]:
     return [(i, j) for i in range(min(n_global, n_views)) for j in range(i + 1, n_views)]
 
 
-def mean_over_view_pairs(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z: Sequence[torch.Tensor]) -> torch.Tensor:
+def mean_over_view_pairs(
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z: Sequence[torch.Tensor]
+) -> torch.Tensor:
     """A symmetric two-view loss averaged over :func:`view_pairs` of the V embeddings ``z``; with 2 views, the loss."""
     pairs = view_pairs(len(z))
     return sum(loss_fn(z[i], z[j]) for i, j in pairs) / len(pairs)

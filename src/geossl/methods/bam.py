@@ -24,14 +24,15 @@ N_GLOBAL = 2
 class BAM(Method):
     """BAM: match each crop's self-attention over the batch to the Sinkhorn-balanced attention of the global crops.
 
-    Pipeline (paper §3, authors' ``main_pretrain.py``): multi-crop views → backbone (once per resolution) → projector
-    → L2 normalisation → :class:`geossl.losses.bam.BAMLoss`: similarities of every crop to the two global crops of
-    every image of the (global) batch, a softmax at tau = 0.1 as the source and, as the target, its balanced version
-    (3 Sinkhorn iterations at eps = 0.05, every target crop receiving the same total attention), with every
+    Pipeline (paper §3, authors' ``main_pretrain.py``): multi-crop views → backbone (once per resolution) →
+    projector → L2 normalisation → :class:`geossl.losses.bam.BAMLoss`: similarities of every crop to the two global
+    crops of every image of the (global) batch, a softmax at tau = 0.1 as the source and, as the target, its balanced
+    version (3 Sinkhorn iterations at eps = 0.05, every target crop receiving the same total attention), with every
     same-image entry masked. Distillation variant (the default, ``teacher_momentum = 0.995`` as in the authors'
     released scripts; ``None`` gives the single-network form): an EMA teacher (backbone + projector, cosine momentum
-    to 1, updated in :meth:`on_optimizer_step`) sees every crop and gives the target columns and the Sinkhorn rows (teacher-teacher
-    similarities), the student's similarities to the teacher's columns give the source, as in ``DistillBAMLoss``.
+    to 1, updated in :meth:`on_optimizer_step`) sees every crop and gives the target columns and the Sinkhorn rows
+    (teacher-teacher similarities), the student's similarities to the teacher's columns give the source, as in
+    ``DistillBAMLoss``.
 
     Defaults and why:
 
@@ -40,8 +41,8 @@ class BAM(Method):
       by the image size / 224, since 2026-12-05; the transport table's BAM rows ran unscaled) and colour jitter
       (0.4, 0.4, 0.4, 0.1) = strength 0.5, as the authors' ``DataAugmentationDINO`` (solarisation of the second global
       crop is not available in :class:`ViewConfig`).
-    - Projector: 3 linear layers D → 2048 → 2048 → 256 with BatchNorm and ReLU (:class:`ProjectionHead`). The paper's
-      4096 → 4096 GELU head without BatchNorm is its ViT recipe; for a ResNet we use the BatchNorm MLP of the
+    - Projector: 3 linear layers D → 2048 → 2048 → 256 with BatchNorm and ReLU (:class:`ProjectionHead`). The
+      paper's 4096 → 4096 GELU head without BatchNorm is its ViT recipe; for a ResNet we use the BatchNorm MLP of the
       library's other multi-crop ResNet methods (SwAV, 2048 hidden), which is also the authors' code default
       (``proj_use_bn``), at a width that fits small CPU/GPU runs; 256 outputs as DINO's bottleneck.
     - Optimiser and target: the released recipe (``scripts/pretrain/vit_*.slurm``): AdamW, lr 3e-4 per 256 images,
@@ -70,7 +71,9 @@ class BAM(Method):
     name = "bam"
     supports_local_crops = True
     #: The released recipe: AdamW 3e-4 per 256 images, wd 0.04, gradient norm clipped at 0.3 (see the class docstring).
-    optim_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adamw", "lr": 3e-4, "weight_decay": 0.04, "gradient_clip": 0.3}
+    optim_defaults: ClassVar[dict[str, Any]] = {
+        "optimizer": "adamw", "lr": 3e-4, "weight_decay": 0.04, "gradient_clip": 0.3
+    }
     regularizer_defaults: ClassVar[dict[str, dict[str, Any]]] = SCALE_FREE_TREG
 
     def __init__(
@@ -89,7 +92,9 @@ class BAM(Method):
         super().__init__(backbone)
         if teacher_momentum is not None and not 0 <= teacher_momentum <= 1:
             raise GeosslError(f"teacher_momentum must be None or in [0, 1], got {teacher_momentum}.")
-        self.projector = ProjectionHead((feature_dim(backbone), hidden_dim, hidden_dim, projection_dim), batch_norm=True)
+        self.projector = ProjectionHead(
+            (feature_dim(backbone), hidden_dim, hidden_dim, projection_dim), batch_norm=True
+        )
         self.criterion = BAMLoss(
             n_global=N_GLOBAL,
             n_targets=N_GLOBAL,
@@ -131,7 +136,8 @@ class BAM(Method):
         teacher = None
         if self.teacher_momentum is not None:
             with torch.no_grad():
-                teacher = list(self.teacher_projector(torch.cat(multicrop_forward(self.teacher_backbone, views))).split(sizes))
+                teacher_h = torch.cat(multicrop_forward(self.teacher_backbone, views))
+                teacher = list(self.teacher_projector(teacher_h).split(sizes))
         loss = self.criterion(list(z), teacher)
         logs = {"target_column_mass_cv": float(self.criterion.last_column_mass_cv)}
         return StepOutput(

@@ -21,8 +21,9 @@ class BarlowTwins(Method):
     Defaults: projector 2048-2048-2048 (Linear-BN-ReLU twice, then Linear), solo-learn's Barlow Twins recipe for
     small images with a ResNet-18; the paper's ImageNet/ResNet-50 projector is 8192-8192-8192 (pass
     ``hidden_dim=8192, projection_dim=8192``).
-    λ = 5.1e-3 (official code and [B §3.1]; the paper's text says 5e-3); the paper's LARS lr 0.2 per 256 images and weight
-    decay 1.5e-6 (trust 1e-3) are replaced by solo-learn's 0.3 / 1e-4 for the engine's trust 0.02 (``optim_defaults``). The paper's separate lr for biases and BatchNorm (0.0048) is not in the engine, which gives
+    λ = 5.1e-3 (official code and [B §3.1]; the paper's text says 5e-3); the paper's LARS lr 0.2 per 256 images and
+    weight decay 1.5e-6 (trust 1e-3) are replaced by solo-learn's 0.3 / 1e-4 for the engine's trust 0.02
+    (``optim_defaults``). The paper's separate lr for biases and BatchNorm (0.0048) is not in the engine, which gives
     every group the same lr. Why not 8192 by default: that projector has 138 M parameters on a ResNet-18 (12x the
     backbone) and made a 64 px step 6x slower than the bare backbone on CPU (``benchmarks/results/method_overhead.md``);
     the paper reports accuracy still improving with the width, so use 8192 where compute allows.
@@ -50,7 +51,9 @@ class BarlowTwins(Method):
         gather: bool = True,
     ) -> None:
         super().__init__(backbone)
-        self.projector = ProjectionHead((feature_dim(backbone), hidden_dim, hidden_dim, projection_dim), batch_norm=True)
+        self.projector = ProjectionHead(
+            (feature_dim(backbone), hidden_dim, hidden_dim, projection_dim), batch_norm=True
+        )
         self.criterion = BarlowTwinsLoss(lambda_=lambda_, gather=gather)
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:

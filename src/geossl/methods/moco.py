@@ -88,7 +88,8 @@ class MoCoV2(Method):
         if groups == 1:
             return self.teacher_projector(self.teacher_backbone(x))
         perm = torch.randperm(x.shape[0], device=x.device)
-        fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         shuffled = x[perm].contiguous(memory_format=fmt)
         k = torch.cat([self.teacher_projector(self.teacher_backbone(chunk)) for chunk in shuffled.tensor_split(groups)])
         return torch.empty_like(k).index_copy_(0, perm, k)  # undo the shuffle

@@ -48,7 +48,9 @@ def ot_projector(in_dim: int, hidden_dim: int = 1024, out_dim: int = 128) -> nn.
     Shapes:
         (B, in_dim) -> (B, out_dim); the losses normalise the rows.
     """
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim, bias=False))
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim, bias=False)
+    )
 
 
 class _TwoViewOT(Method):

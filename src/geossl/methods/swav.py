@@ -168,7 +168,8 @@ class SwAV(Method):
         z_global = z[: sum(v.shape[0] for v in views[:N_GLOBAL])].split([v.shape[0] for v in views[:N_GLOBAL]])
 
         queue_scores = None
-        use_queue = self.queue is not None and training_fraction_reached(self._step, self._total_steps, self.queue_start)
+        queue_started = training_fraction_reached(self._step, self._total_steps, self.queue_start)
+        use_queue = self.queue is not None and queue_started
         if use_queue:
             queue_scores = self.queue.scores(self.prototypes.weight)
         loss = self.criterion(scores[:N_GLOBAL], scores[N_GLOBAL:], queue_scores)
@@ -178,7 +179,11 @@ class SwAV(Method):
         # Collapse monitor: share of prototypes that are the nearest one of some sample (the codes are balanced by
         # construction, the raw scores are not).
         used = scores[0].detach().argmax(dim=1).unique().numel() / scores[0].shape[1]
-        logs = {"prototypes_used": float(used), "prototypes_frozen": float(frozen), "queue_used": float(queue_scores is not None)}
+        logs = {
+            "prototypes_used": float(used),
+            "prototypes_frozen": float(frozen),
+            "queue_used": float(queue_scores is not None),
+        }
         return StepOutput(loss=loss, features=feats[0].detach(), embeddings=z_global[0].detach(), logs=logs)
 
     def on_optimizer_step(self, step: int, total_steps: int) -> None:

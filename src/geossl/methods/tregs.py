@@ -17,7 +17,8 @@ class TREGS(Method):
     """``L_MSE + T-REGS``: the invariance MSE between two views plus T-REG (MST length and sphere term) on each.
 
     ``z = projector(backbone(x))`` for both views in one forward pass; loss :class:`geossl.losses.treg.TREGSLoss`
-    on the raw (unnormalised) projector outputs, ``β MSE(z_a, z_b) + γ L_E(z_a) + λ L_S(z_a) + γ L_E(z_b) + λ L_S(z_b)``.
+    on the raw (unnormalised) projector outputs,
+    ``β MSE(z_a, z_b) + γ L_E(z_a) + λ L_S(z_a) + γ L_E(z_b) + λ L_S(z_b)``.
 
     Defaults: β = 10, γ = 0.2, λ = 8e-4 (paper Table 4, best ImageNet-1k setting; γ/λ = 1, no sphere term, or
     invariance alone collapse). The paper does not state its projector in the material we have; we use VICReg's
@@ -50,7 +51,9 @@ class TREGS(Method):
         gather: bool = True,
     ) -> None:
         super().__init__(backbone)
-        self.projector = ProjectionHead((feature_dim(backbone), hidden_dim, hidden_dim, projection_dim), batch_norm=True)
+        self.projector = ProjectionHead(
+            (feature_dim(backbone), hidden_dim, hidden_dim, projection_dim), batch_norm=True
+        )
         self.criterion = TREGSLoss(beta=beta, gamma=gamma, lam=lam, gather=gather)
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
@@ -63,4 +66,6 @@ class TREGS(Method):
             n = u.shape[0]
             mean_cos = ((u @ u.T).sum() - n) / max(1, n * (n - 1))
             logs = {"radius": float(z_a.norm(dim=1).mean()), "mean_pairwise_cos": float(mean_cos)}
-        return StepOutput(loss=loss, features=h[: len(z_a)].detach(), embeddings=z_a.detach(), logs=logs, branches=[z_a, z_b])
+        return StepOutput(
+            loss=loss, features=h[: len(z_a)].detach(), embeddings=z_a.detach(), logs=logs, branches=[z_a, z_b]
+        )

@@ -31,7 +31,9 @@ class SphereHead(nn.Sequential):
     """
 
     def __init__(self, in_dim: int, hidden_dim: int = 1024, out_dim: int = 3) -> None:
-        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim, bias=False))
+        super().__init__(
+            nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim, bias=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # normalised in float32: a bfloat16 row is off the sphere by up to 1e-2 (mixed precision)
@@ -59,7 +61,9 @@ class _SphereAlignUniform(Method):
         loss = self.criterion(z_a, z_b)
         with torch.no_grad():
             logs = {"alignment": float(((z_a - z_b) ** 2).sum(1).mean())}
-        return StepOutput(loss=loss, features=h[: len(z_a)].detach(), embeddings=z_a.detach(), logs=logs, branches=[z_a, z_b])
+        return StepOutput(
+            loss=loss, features=h[: len(z_a)].detach(), embeddings=z_a.detach(), logs=logs, branches=[z_a, z_b]
+        )
 
 
 class SSWSSL(_SphereAlignUniform):
@@ -84,7 +88,10 @@ class SSWSSL(_SphereAlignUniform):
     def __init__(self, backbone: nn.Module, hidden_dim: int = 1024, projection_dim: int = 3, lam: float = 20.0,
                  n_projections: int = 10, gather: bool = True) -> None:
         if projection_dim < 3:
-            raise GeosslError(f"SSW-SSL needs projection_dim >= 3 (the sphere S^(d-1) with d >= 3), got {projection_dim}; use method 'sw' on the circle")
+            raise GeosslError(
+                f"SSW-SSL needs projection_dim >= 3 (the sphere S^(d-1) with d >= 3), got {projection_dim}; "
+                "use method 'sw' on the circle"
+            )
         super().__init__(backbone, SSWUniformityLoss(lam, n_projections, gather=gather), hidden_dim, projection_dim)
 
 

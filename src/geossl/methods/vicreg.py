@@ -54,7 +54,9 @@ class VICReg(Method):
         gather: bool = True,
     ) -> None:
         super().__init__(backbone)
-        self.projector = ProjectionHead((feature_dim(backbone), hidden_dim, hidden_dim, projection_dim), batch_norm=True)
+        self.projector = ProjectionHead(
+            (feature_dim(backbone), hidden_dim, hidden_dim, projection_dim), batch_norm=True
+        )
         self.criterion = VICRegLoss(sim=sim, var=var, cov=cov, gather=gather, reference_scaling=reference_scaling)
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
