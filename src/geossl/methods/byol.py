@@ -31,9 +31,11 @@ class BYOL(Method):
     minutes (``benchmarks/results/zoo_eurosat.md``, 10 epochs each): these defaults +10.4, +9.9 and +9.8 kNN over
     random init (seeds 0, 1, 2: a mean of +10.0, at the bar); the paper's values +5.5, with only the faster
     predictor +9.4, with only m 0.99 +6.4; solo-learn's small-image lr 1.0 / wd 1e-5 (the default from 2026-11-22
-    to 2026-12-04) -3.4 in 7. The paper's setting is ``--set predictor_lr_scale=1 --set momentum=0.996``. Views:
-    the paper's asymmetric blur (probability 1.0 and 0.1, σ scaled to the image size); its solarisation (0 / 0.2) is
-    not available in :class:`~geossl.augment.views.ViewConfig`.
+    to 2026-12-04) -3.4 in 7. At batch 64, four times the steps in the same time, these defaults gave +11.7, +10.8
+    and +13.4 (a mean of +12.0; the paper's values +10.7): on a short budget BYOL needs steps more than batch. The
+    paper's setting is ``--set predictor_lr_scale=1 --set momentum=0.996``. Views: the paper's asymmetric blur
+    (probability 1.0 and 0.1, σ scaled to the image size); its solarisation (0 / 0.2) is not available in
+    :class:`~geossl.augment.views.ViewConfig`.
 
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
@@ -51,7 +53,8 @@ class BYOL(Method):
             does (Grill et al. 2020, §3.2; their appendix on a near-optimal predictor trains BYOL without the EMA
             target by giving the predictor a larger lr).
             10 (default): in the zoo (batch 256, 40 CPU minutes) 10 reached kNN +9.4 over random init against +5.5
-            with the paper's 1 (one seed each), and with ``momentum = 0.99`` +10.4, +9.9 and +9.8 (three seeds).
+            with the paper's 1 (one seed each), and with ``momentum = 0.99`` +10.4, +9.9 and +9.8 (three seeds; at
+            batch 64 +11.7, +10.8 and +13.4).
     """
 
     name = "byol"
