@@ -50,7 +50,7 @@ def method_and_views(name: str | type, data, method_args: dict | None = None, im
     views = default_views(cls, image_size or data.image_size[0], True, local_crops)
     augment = MultiViewAugment([ViewAugment(v, norm, data.is_rgb) for v in views])
     torch.manual_seed(0)
-    method = cls(build_backbone("resnet18", data.num_bands), **{**cls.defaults, **(method_args or {})})
+    method = cls(build_backbone("resnet18", data.num_bands), **(method_args or {}))
     return method.to(memory_format=torch.channels_last), augment
 
 

@@ -35,7 +35,7 @@ def build_method(config: PretrainConfig, data_info: dict[str, Any]):
     method_cls = get_method(config.method)
     small = use_small_stem(config.small_stem, int(data_info["image_size"][0]))
     backbone = build_backbone(config.backbone, in_chans=int(data_info["num_bands"]), small_stem=small)
-    return method_cls(backbone, **{**method_cls.defaults, **config.method_args})
+    return method_cls(backbone, **config.method_args)  # the constructor's own defaults are the method's defaults
 
 
 def normalization_from_info(data_info: dict[str, Any]) -> Normalization:
