@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import REPO, RESULTS, commit
+from _common import REPO, RESULTS, commit, machine
 
 from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment
 from geossl.cpu_memory import keep_freed_memory
@@ -163,6 +163,7 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
         "final loss": float(result.metrics.get("train/loss", float("nan"))),
         "seed": seed,
         "commit": started_on,
+        "cpu": machine()["cpu"],  # train min and img/s depend on it; the sessions' machines differ
         "random kNN": top1(True, "knn"),
         "random linear": top1(True, "linear"),
         **teacher,

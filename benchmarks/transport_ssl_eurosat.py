@@ -149,7 +149,8 @@ def render(rows: dict) -> None:
                 rows[r["method"]] = {**r, "commit": f"{r['commit']} (zoo_eurosat)"}
     ordered, reference = ordered_rows(rows, ORDER, REQUIRED)
     notes = (
-        PROTOCOL_NOTE + reference + " Rows accumulate over sessions; each names its commit. NAME+t-reg(ARGS): the method "
+        PROTOCOL_NOTE + reference + " Rows accumulate over sessions; each names its commit and cpu (the machine: the sessions' machines differ, so "
+        "train min and img/s compare only between rows of one cpu). NAME+t-reg(ARGS): the method "
         "with T-REG added to each view's embeddings (``--regularizer t-reg``), ARGS its effective arguments "
         "(normalize=true: on the L2-normalised embeddings, the default for methods whose loss is scale-free; "
         "normalize=false: on raw z, the paper's form). Discussion against the papers' claims: "
@@ -158,11 +159,12 @@ def render(rows: dict) -> None:
         "it is scaled by 64/224 (``geossl.augment.views.paper_blur_sigma``), as BYOL's always was. The byol rows, with "
         "and without T-REG, ran with BYOL's defaults before 2026-12-05 (the paper's single lr and target momentum 0.996; "
         "the zoo row `byol predictor_lr_scale=1 momentum=0.996`); BYOL's defaults since (10x predictor lr, momentum 0.99) "
-        "reached +10.4 and +9.9 in the zoo (two seeds) and have no T-REG row yet."
+        "reached +10.4, +9.9 and +9.8 in the zoo at batch 256 and +11.7, +10.8 and +13.4 at batch 64 (seeds 0-2), and "
+        "have no T-REG row yet."
     )
     write_results("transport_ssl_eurosat", "Transport and geometry SSL methods on EuroSAT (CPU budget)", ordered,
                   ["method", "epochs", "train min", "kNN top-1", "linear top-1", "kNN gain vs random", "img/s (step)",
-                   "seed", "commit"], notes)
+                   "seed", "commit", "cpu"], notes)
 
 if __name__ == "__main__":
     main()
