@@ -10,16 +10,18 @@ so the comparison isolates the method code. Measured:
 
 Usage: python benchmarks/lightly_compare.py [--methods simclr,byol,barlow-twins] [--train --epochs 3 --seeds 0,1 --split 0.2,0.1,0.7]
        [--impls geossl]   # retrain only geossl's side; lightly's kNN is kept from the saved row (same seeds, epochs)
+       python benchmarks/lightly_compare.py --render   # re-render the table from its JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
 import torch
-from _common import add_data_argument, write_results
+from _common import RESULTS, add_data_argument, machine, markdown_table, write_results
 from _protocol import accumulate, full_training_step, method_and_views, short_run_knn
 
 from geossl.cpu_memory import keep_freed_memory
@@ -60,6 +62,21 @@ def lightly_variant(name: str) -> type:
     return Variant
 
 
+def seed_noise(row: dict) -> dict:
+    """Whether geossl's and lightly's per-seed kNN top-1 differ by more than seed noise: Welch's t-test (unequal
+    variances, no pairing: a seed does not give both implementations the same initial weights or views).
+
+    Returns the row's ``kNN diff (95% CI)`` (geossl minus lightly, points) and ``Welch p`` columns; the accuracies
+    agree within seed noise when the interval contains 0."""
+    from scipy import stats  # scikit-learn's dependency, in the bench extra
+
+    ours, theirs = ([float(k) for k in row[f"{impl} kNN (seeds)"].split(", ")] for impl in ("geossl", "lightly"))
+    test = stats.ttest_ind(ours, theirs, equal_var=False)
+    ci = test.confidence_interval(0.95)
+    diff = statistics.fmean(ours) - statistics.fmean(theirs)
+    return {"kNN diff (95% CI)": f"{diff:+.2f} ({ci.low:+.2f} to {ci.high:+.2f})", "Welch p": float(test.pvalue)}
+
+
 def step_throughput(name: str, data, batch_size: int, n_steps: int) -> tuple[float, float]:
     """Images/s of a full step for geossl's and lightly's implementation of ``name`` (interleaved medians)."""
     images = torch.stack([data.train[i][0] for i in range(batch_size)])
@@ -91,21 +108,32 @@ def main() -> None:
                              "(only when that row has the same seeds and epochs)")
     parser.add_argument("--split", default="0.6,0.2,0.2",
                         help="train,val,test fractions (stratified, seed 0); a smaller train part shortens --train")
+    parser.add_argument("--render", action="store_true", help="only re-render the table from results/lightly_compare.json")
     args = parser.parse_args()
 
+    saved = json.loads((RESULTS / "lightly_compare.json").read_text()) if (RESULTS / "lightly_compare.json").exists() else {}
+    rows = accumulate("lightly_compare", None)  # the other methods' saved rows are kept
+    history = saved.get("earlier throughput", [])
+    if args.render:
+        render(rows, saved["setup"], history)
+        return
     # pretrain keeps freed memory on the CPU (geossl.cpu_memory); the timed steps run the same way
     if not torch.cuda.is_available():
         keep_freed_memory()
     split = tuple(float(f) for f in args.split.split(","))
     data = load_data(args.data, split=split, seed=0)
-    rows = accumulate("lightly_compare", None)  # the other methods' saved rows are kept
+    here = machine()
+    stamp = f"{here['commit']} {here['date']}"
     for name in args.methods.split(","):
         ours, theirs = step_throughput(name, data, args.batch_size, args.steps)
-        row = {"method": name, "geossl img/s": ours, "lightly img/s": theirs, "ratio": ours / theirs, "timed steps": args.steps}
+        previous = rows.get(name, {})
+        if "ratio" in previous:  # the earlier measurement stays in the report, with the machine it ran on
+            history.append({"method": name, **{k: previous.get(k) for k in THROUGHPUT_COLUMNS}})
+        row = {"method": name, "geossl img/s": ours, "lightly img/s": theirs, "ratio": ours / theirs, "timed steps": args.steps,
+               "throughput cpu": here["cpu"], "throughput measured": stamp}
         if not args.train:  # a throughput-only run keeps the row's accuracy columns
-            row = {**rows.get(name, {}), **row}
+            row = {**previous, **row}
         else:
-            previous = rows.get(name, {})
             same_setup = previous.get("seeds") == args.seeds.replace(",", ", ") and previous.get("epochs") == args.epochs
             for impl in {"geossl", "lightly"} - set(args.impls.split(",")):
                 if not same_setup or f"{impl} kNN mean" not in previous:
@@ -119,24 +147,48 @@ def main() -> None:
                        for seed in (int(s) for s in args.seeds.split(","))]
                 row[f"{impl} kNN (seeds)"] = ", ".join(f"{k:.2f}" for k in knn)
                 row[f"{impl} kNN mean"] = statistics.fmean(knn)
-            row["seeds"], row["epochs"] = args.seeds.replace(",", ", "), args.epochs
+            row["seeds"], row["epochs"], row["accuracy cpu"] = args.seeds.replace(",", ", "), args.epochs, here["cpu"]
         print(row, flush=True)
         rows[name] = row
-    columns = ["method", "geossl img/s", "lightly img/s", "ratio", "timed steps"]
+    setup = saved.get("setup", {}) if not args.train else {}
+    setup = {**setup, "data": data.name, "px": data.image_size[0], "batch": args.batch_size}
+    if args.train:
+        setup.update(split=args.split, split_description=data.split_description)
+    render(rows, setup, history)
+
+
+#: The throughput columns, kept per measurement in the "earlier throughput" list when a method is re-measured.
+THROUGHPUT_COLUMNS = ["geossl img/s", "lightly img/s", "ratio", "timed steps", "throughput cpu", "throughput measured"]
+
+
+def render(rows: dict[str, dict], setup: dict, history: list[dict]) -> None:
+    """Write ``results/lightly_compare.{md,json}`` from the rows, with the seed-noise test of each trained row and the
+    earlier throughput measurements (other machines or commits) as a second table."""
+    rows = {name: {**row, **(seed_noise(row) if "seeds" in row else {})} for name, row in rows.items()}
+    columns = ["method", *THROUGHPUT_COLUMNS]
     trained = any("seeds" in r for r in rows.values())
     if trained:
-        columns += ["seeds", "epochs", "geossl kNN (seeds)", "lightly kNN (seeds)", "geossl kNN mean", "lightly kNN mean"]
-    rows = [rows[m] for m in sorted(rows)]
+        columns += ["seeds", "epochs", "geossl kNN (seeds)", "lightly kNN (seeds)", "geossl kNN mean", "lightly kNN mean",
+                    "kNN diff (95% CI)", "Welch p", "accuracy cpu"]
     notes = (
-        f"Data: {data.name}, {data.image_size[0]} px; batch {args.batch_size}; ResNet-18 (standard stem), channels_last; the same "
-        "views, optimiser and backbone for both; only the heads and the loss differ (lightly 'NAME-lightly' variants). "
+        f"Data: {setup['data']}, {setup['px']} px; batch {setup['batch']}; ResNet-18 (standard stem), channels_last; the "
+        "same views, optimiser and backbone for both; only the heads and the loss differ (lightly 'NAME-lightly' variants). "
         "Interleaved timed steps (the row's count), medians; on the CPU with freed memory kept, as pretrain runs (rows "
-        "timed before 2026-12-05 ran with glibc's default malloc). Target: ratio >= 1.0."
-        + (f" Accuracy: pretraining for the row's epochs on the train part of a {args.split} split ({data.split_description}), "
-           "one run per seed of the row; kNN top-1 (cosine, k=20, T=0.07, bank = train part) on the test part. Rows accumulate: "
-           "re-running one method keeps the others; a run without --train keeps a row's accuracy." if trained else "")
+        "timed before 2026-12-05 ran with glibc's default malloc). Target: ratio >= 1.0. throughput cpu / accuracy cpu: "
+        "the machine each part ran on (the sessions' machines differ; parts measured before 2026-12-06 carry the machine "
+        "line this file had at the commit that added them)."
+        + (f" Accuracy: pretraining for the row's epochs on the train part of a {setup['split']} split "
+           f"({setup['split_description']}), one run per seed of the row; kNN top-1 (cosine, k=20, T=0.07, bank = train "
+           "part) on the test part. kNN diff: geossl's mean minus lightly's, with the 95% confidence interval of Welch's "
+           "t-test (unequal variances, unpaired); the accuracies agree within seed noise when it contains 0. Rows "
+           "accumulate: re-running one method keeps the others; a run without --train keeps a row's accuracy."
+           if trained else "")
     )
-    write_results("lightly_compare", "geossl against lightly (same configuration)", rows, columns, notes)
+    if history:
+        notes += "\n\nEarlier throughput measurements (replaced in the table above by a later one):\n\n" + markdown_table(
+            history, ["method", *THROUGHPUT_COLUMNS])
+    write_results("lightly_compare", "geossl against lightly (same configuration)", [rows[m] for m in sorted(rows)],
+                  columns, notes, extra={"setup": setup, "earlier throughput": history})
     print(notes)
 
 
