@@ -110,7 +110,7 @@ def main() -> None:
     )
     write_results("cpu_precision", "Step time in float32 and bfloat16 mixed precision on the CPU", rows,
                   ["method", "float32 s", "bf16-mixed s", "speed-up", "img/s float32", "img/s bf16-mixed", "loss float32",
-                   "loss bf16-mixed", "loss rel. diff", "measured"], notes)
+                   "loss bf16-mixed", "loss rel. diff", "measured", "cpu"], notes)
     print(notes)
 
 
