@@ -40,6 +40,8 @@ def lightly_variant(name: str) -> type:
 
     class Variant(base):  # type: ignore[misc, valid-type]
         def __init__(self, backbone, **kw):
+            # the engine passes only the overrides; the lightly heads need every size (read from base's signature)
+            kw = {**base.defaults, **kw}
             super().__init__(backbone, **kw)
             d = feature_dim(backbone)
             if name == "simclr":
