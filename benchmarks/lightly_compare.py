@@ -96,6 +96,42 @@ def step_throughput(name: str, data, batch_size: int, n_steps: int) -> tuple[flo
     return batch_size / statistics.median(times["geossl"]), batch_size / statistics.median(times["lightly"])
 
 
+class _Features(torch.nn.Module):
+    """A stand-in backbone that returns its input: the views given to the method are already features (B, D)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.feature_dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def method_code_ms(name: str, batch_size: int, n_steps: int, dim: int = 512) -> tuple[float, float]:
+    """Milliseconds of the method code alone for geossl's and lightly's implementation of ``name``: heads, loss,
+    backward and the optimiser-step hook (EMA update) on two fixed views of (batch_size, dim) features, without the
+    backbone, whose time would otherwise drown their difference (interleaved medians)."""
+    features = [torch.randn(batch_size, dim) for _ in range(2)]
+    steps = {}
+    for key, cls in (("geossl", METHODS[name]), ("lightly", lightly_variant(name))):
+        method = cls(_Features(dim))
+
+        def step(i: int, method=method) -> None:
+            out = method.training_step([f.clone().requires_grad_() for f in features])
+            out.loss.backward()
+            method.on_optimizer_step(i, 1000)
+
+        steps[key] = step
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for i in range(n_steps + 3):
+        for key, step in steps.items():
+            t = time.perf_counter()
+            step(i + 1)
+            if i >= 3:
+                times[key].append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times["geossl"]), 1e3 * statistics.median(times["lightly"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_argument(parser)
