@@ -164,10 +164,14 @@ def main() -> None:
     stamp = f"{here['commit']} {here['date']}"
     for name in args.methods.split(","):
         ours, theirs = step_throughput(name, data, args.batch_size, args.steps)
+        code_ours, code_theirs = method_code_ms(name, args.batch_size, 4 * args.steps)
         previous = rows.get(name, {})
-        if "ratio" in previous:  # the earlier measurement stays in the report, with the machine it ran on
-            history.append({"method": name, **{k: previous.get(k) for k in THROUGHPUT_COLUMNS}})
+        if "ratio" in previous and previous.get("throughput cpu") != here["cpu"]:
+            # another machine's measurement stays in the report (the latest one per machine)
+            history = [h for h in history if (h["method"], h.get("throughput cpu")) != (name, previous.get("throughput cpu"))]
+            history.append({"method": name, **{k: previous.get(k, "") for k in THROUGHPUT_COLUMNS}})
         row = {"method": name, "geossl img/s": ours, "lightly img/s": theirs, "ratio": ours / theirs, "timed steps": args.steps,
+               "geossl method ms": code_ours, "lightly method ms": code_theirs, "method-code ratio": code_theirs / code_ours,
                "throughput cpu": here["cpu"], "throughput measured": stamp}
         if not args.train:  # a throughput-only run keeps the row's accuracy columns
             row = {**previous, **row}
@@ -196,7 +200,8 @@ def main() -> None:
 
 
 #: The throughput columns, kept per measurement in the "earlier throughput" list when a method is re-measured.
-THROUGHPUT_COLUMNS = ["geossl img/s", "lightly img/s", "ratio", "timed steps", "throughput cpu", "throughput measured"]
+THROUGHPUT_COLUMNS = ["geossl img/s", "lightly img/s", "ratio", "timed steps", "geossl method ms", "lightly method ms",
+                      "method-code ratio", "throughput cpu", "throughput measured"]
 
 
 def render(rows: dict[str, dict], setup: dict, history: list[dict]) -> None:
@@ -212,7 +217,10 @@ def render(rows: dict[str, dict], setup: dict, history: list[dict]) -> None:
         f"Data: {setup['data']}, {setup['px']} px; batch {setup['batch']}; ResNet-18 (standard stem), channels_last; the "
         "same views, optimiser and backbone for both; only the heads and the loss differ (lightly 'NAME-lightly' variants). "
         "Interleaved timed steps (the row's count), medians; on the CPU with freed memory kept, as pretrain runs (rows "
-        "timed before 2026-12-05 ran with glibc's default malloc). Target: ratio >= 1.0. throughput cpu / accuracy cpu: "
+        "timed before 2026-12-05 ran with glibc's default malloc). Target: ratio >= 1.0 (geossl's images/s over lightly's). "
+        "method ms: the method code alone, heads, loss, backward and EMA update on two fixed views of (batch, 512) "
+        "features without the backbone (4x the row's timed steps, interleaved, medians), where the two implementations "
+        "differ; method-code ratio: lightly's ms over geossl's (> 1: geossl's is faster). throughput cpu / accuracy cpu: "
         "the machine each part ran on (the sessions' machines differ; parts measured before 2026-12-06 carry the machine "
         "line this file had at the commit that added them)."
         + (f" Accuracy: pretraining for the row's epochs on the train part of a {setup['split']} split "
@@ -223,7 +231,7 @@ def render(rows: dict[str, dict], setup: dict, history: list[dict]) -> None:
            if trained else "")
     )
     if history:
-        notes += "\n\nEarlier throughput measurements (replaced in the table above by a later one):\n\n" + markdown_table(
+        notes += "\n\nEarlier throughput measurements on other machines (the latest per machine):\n\n" + markdown_table(
             history, ["method", *THROUGHPUT_COLUMNS])
     write_results("lightly_compare", "geossl against lightly (same configuration)", [rows[m] for m in sorted(rows)],
                   columns, notes, extra={"setup": setup, "earlier throughput": history})

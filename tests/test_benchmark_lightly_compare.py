@@ -79,3 +79,9 @@ def test_seed_noise_flags_a_real_difference(lightly_compare):
     low = float(out["kNN diff (95% CI)"].split(" (")[1].split(" to ")[0])
     assert low > 0
     assert out["Welch p"] < 1e-3
+
+
+@pytest.mark.parametrize("name", ["simclr", "byol", "barlow-twins"])
+def test_method_code_timing_runs_both_implementations_on_features(lightly_compare, name):
+    ours, theirs = lightly_compare.method_code_ms(name, batch_size=16, n_steps=1, dim=64)
+    assert ours > 0 and theirs > 0
