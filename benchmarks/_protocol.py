@@ -221,7 +221,8 @@ def accumulate(json_name: str, row: dict[str, Any] | None) -> dict[str, dict[str
 
 def remeasured_rows(json_name: str, names: list[str], measure) -> list[dict[str, Any]]:
     """The rows of ``results/JSON_NAME.json`` with those of ``names`` re-measured: ``measure(name)`` gives the row,
-    stamped with "measured" (commit and UTC time) and "cpu" columns; the other methods' rows are kept. Sorted by method."""
+    stamped with "measured" (commit and UTC time) and "cpu" columns; the other methods' rows are kept. Sorted by
+    method."""
     stamp = f"{commit()} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"
     rows = accumulate(json_name, None)
     for name in names:

@@ -73,6 +73,8 @@ def seed_noise(row: dict) -> dict:
     from scipy import stats  # scikit-learn's dependency, in the bench extra
 
     ours, theirs = ([float(k) for k in row[f"{impl} kNN (seeds)"].split(", ")] for impl in ("geossl", "lightly"))
+    if min(len(ours), len(theirs)) < 2:  # no spread to compare against
+        return {"kNN diff (95% CI)": "n/a (one seed)", "Welch p": ""}
     test = stats.ttest_ind(ours, theirs, equal_var=False)
     ci = test.confidence_interval(0.95)
     diff = statistics.fmean(ours) - statistics.fmean(theirs)
@@ -146,10 +148,12 @@ def main() -> None:
                              "(only when that row has the same seeds and epochs)")
     parser.add_argument("--split", default="0.6,0.2,0.2",
                         help="train,val,test fractions (stratified, seed 0); a smaller train part shortens --train")
-    parser.add_argument("--render", action="store_true", help="only re-render the table from results/lightly_compare.json")
+    parser.add_argument("--render", action="store_true",
+                        help="only re-render the table from results/lightly_compare.json")
     args = parser.parse_args()
 
-    saved = json.loads((RESULTS / "lightly_compare.json").read_text()) if (RESULTS / "lightly_compare.json").exists() else {}
+    saved_path = RESULTS / "lightly_compare.json"
+    saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
     rows = accumulate("lightly_compare", None)  # the other methods' saved rows are kept
     history = saved.get("earlier throughput", [])
     if args.render:
@@ -168,11 +172,13 @@ def main() -> None:
         previous = rows.get(name, {})
         if "ratio" in previous and previous.get("throughput cpu") != here["cpu"]:
             # another machine's measurement stays in the report (the latest one per machine)
-            history = [h for h in history if (h["method"], h.get("throughput cpu")) != (name, previous.get("throughput cpu"))]
+            replaced = (name, previous.get("throughput cpu"))
+            history = [h for h in history if (h["method"], h.get("throughput cpu")) != replaced]
             history.append({"method": name, **{k: previous.get(k, "") for k in THROUGHPUT_COLUMNS}})
-        row = {"method": name, "geossl img/s": ours, "lightly img/s": theirs, "ratio": ours / theirs, "timed steps": args.steps,
-               "geossl method ms": code_ours, "lightly method ms": code_theirs, "method-code ratio": code_theirs / code_ours,
-               "throughput cpu": here["cpu"], "throughput measured": stamp}
+        row = {"method": name, "geossl img/s": ours, "lightly img/s": theirs, "ratio": ours / theirs,
+               "timed steps": args.steps, "geossl method ms": code_ours, "lightly method ms": code_theirs,
+               "method-code ratio": code_theirs / code_ours, "throughput cpu": here["cpu"],
+               "throughput measured": stamp}
         if not args.train:  # a throughput-only run keeps the row's accuracy columns
             row = {**previous, **row}
         else:
@@ -206,28 +212,29 @@ THROUGHPUT_COLUMNS = ["geossl img/s", "lightly img/s", "ratio", "timed steps", "
 
 def render(rows: dict[str, dict], setup: dict, history: list[dict]) -> None:
     """Write ``results/lightly_compare.{md,json}`` from the rows, with the seed-noise test of each trained row and the
-    earlier throughput measurements (other machines or commits) as a second table."""
+    throughput measured earlier on other machines as a second table."""
     rows = {name: {**row, **(seed_noise(row) if "seeds" in row else {})} for name, row in rows.items()}
     columns = ["method", *THROUGHPUT_COLUMNS]
     trained = any("seeds" in r for r in rows.values())
     if trained:
-        columns += ["seeds", "epochs", "geossl kNN (seeds)", "lightly kNN (seeds)", "geossl kNN mean", "lightly kNN mean",
-                    "kNN diff (95% CI)", "Welch p", "accuracy cpu"]
+        columns += ["seeds", "epochs", "geossl kNN (seeds)", "lightly kNN (seeds)", "geossl kNN mean",
+                    "lightly kNN mean", "kNN diff (95% CI)", "Welch p", "accuracy cpu"]
     notes = (
-        f"Data: {setup['data']}, {setup['px']} px; batch {setup['batch']}; ResNet-18 (standard stem), channels_last; the "
-        "same views, optimiser and backbone for both; only the heads and the loss differ (lightly 'NAME-lightly' variants). "
-        "Interleaved timed steps (the row's count), medians; on the CPU with freed memory kept, as pretrain runs (rows "
-        "timed before 2026-12-05 ran with glibc's default malloc). Target: ratio >= 1.0 (geossl's images/s over lightly's). "
-        "method ms: the method code alone, heads, loss, backward and EMA update on two fixed views of (batch, 512) "
-        "features without the backbone (4x the row's timed steps, interleaved, medians), where the two implementations "
-        "differ; method-code ratio: lightly's ms over geossl's (> 1: geossl's is faster). throughput cpu / accuracy cpu: "
-        "the machine each part ran on (the sessions' machines differ; parts measured before 2026-12-06 carry the machine "
-        "line this file had at the commit that added them)."
+        f"Data: {setup['data']}, {setup['px']} px; batch {setup['batch']}; ResNet-18 (standard stem), "
+        "channels_last; the same views, optimiser and backbone for both; only the heads and the loss differ (lightly "
+        "'NAME-lightly' variants). Interleaved timed steps (the row's count), medians; on the CPU with freed memory "
+        "kept, as pretrain runs (rows timed before 2026-12-05 ran with glibc's default malloc). Target: ratio >= 1.0 "
+        "(geossl's images/s over lightly's). method ms: the method code alone, heads, loss, backward and EMA update "
+        "on two fixed views of (batch, 512) features without the backbone (4x the row's timed steps, interleaved, "
+        "medians), where the two implementations differ; method-code ratio: lightly's ms over geossl's (> 1: "
+        "geossl's is faster). throughput cpu / accuracy cpu: the machine each part ran on (the sessions' machines "
+        "differ; parts measured before 2026-12-06 carry the machine line this file had at the commit that added "
+        "them)."
         + (f" Accuracy: pretraining for the row's epochs on the train part of a {setup['split']} split "
-           f"({setup['split_description']}), one run per seed of the row; kNN top-1 (cosine, k=20, T=0.07, bank = train "
-           "part) on the test part. kNN diff: geossl's mean minus lightly's, with the 95% confidence interval of Welch's "
-           "t-test (unequal variances, unpaired); the accuracies agree within seed noise when it contains 0. Rows "
-           "accumulate: re-running one method keeps the others; a run without --train keeps a row's accuracy."
+           f"({setup['split_description']}), one run per seed of the row; kNN top-1 (cosine, k=20, T=0.07, bank = "
+           "train part) on the test part. kNN diff: geossl's mean minus lightly's, with the 95% confidence interval "
+           "of Welch's t-test (unequal variances, unpaired); the accuracies agree within seed noise when it contains "
+           "0. Rows accumulate: re-running one method keeps the others; a run without --train keeps a row's accuracy."
            if trained else "")
     )
     if history:

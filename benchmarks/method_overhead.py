@@ -137,8 +137,8 @@ def main() -> None:
         "raw batch (the method's augmentation recipe), timed apart; images/s counts it. Target: ratio <= 1.15 for methods without multi-crop. "
         "For teacher methods the last-but-one column divides by bare + one no-grad backbone forward of the views (the teacher's "
         "pass, which the method cannot avoid). Rows accumulate: each names the commit and time it was measured at; "
-        "compare ratios, not seconds, across rows measured at different times or on different cpus (the shared machine's "
-        "speed varies, and the sessions' machines differ)."
+        "compare ratios, not seconds, across rows measured at different times or on different cpus (the shared "
+        "machine's speed varies, and the sessions' machines differ)."
     )
     write_results(args.name, f"SSL method step time against the bare backbone ({images.shape[-1]} px)", rows,
                   ["method", "views", "bare s", "method s", "ratio", "ratio vs bare+teacher fwd", "views s", "images/s (with views)",

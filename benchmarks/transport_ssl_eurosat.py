@@ -149,8 +149,9 @@ def render(rows: dict) -> None:
                 rows[r["method"]] = {**r, "commit": f"{r['commit']} (zoo_eurosat)"}
     ordered, reference = ordered_rows(rows, ORDER, REQUIRED)
     notes = (
-        PROTOCOL_NOTE + reference + " Rows accumulate over sessions; each names its commit and cpu (the machine: the sessions' machines differ, so "
-        "train min and img/s compare only between rows of one cpu). NAME+t-reg(ARGS): the method "
+        PROTOCOL_NOTE + reference + " Rows accumulate over sessions; each names its commit and cpu (the machine: "
+        "the sessions' machines differ, so train min and img/s compare only between rows of one cpu). "
+        "NAME+t-reg(ARGS): the method "
         "with T-REG added to each view's embeddings (``--regularizer t-reg``), ARGS its effective arguments "
         "(normalize=true: on the L2-normalised embeddings, the default for methods whose loss is scale-free; "
         "normalize=false: on raw z, the paper's form). Discussion against the papers' claims: "

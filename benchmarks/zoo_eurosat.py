@@ -96,9 +96,9 @@ def render(rows: dict) -> None:
     notes = (
         PROTOCOL_NOTE + reference + " img/s (step): images per second of a full training step (all views), timed "
         "before training. Peak RSS: the whole process (data in memory included). cpu: the machine the row ran on; "
-        "the sessions' machines differ (2 cores of an Intel Xeon with AMX, or of an AMD EPYC without), so train min and "
-        "img/s compare only between rows of one cpu (rows run before 2026-12-06 06:00 carry the machine line that "
-        "this file had at the commit adding them). Rows accumulate over sessions; each names "
+        "the sessions' machines differ (2 cores of an Intel Xeon with AMX, or of an AMD EPYC without), so train min "
+        "and img/s compare only between rows of one cpu (rows run before 2026-12-06 06:00 carry the machine line "
+        "that this file had at the commit adding them). Rows accumulate over sessions; each names "
         "its commit (+dirty: uncommitted edits outside the training code at the time). The status column says why a row "
         "misses the +10 kNN bar. Teacher columns: the EMA teacher's backbone under the same protocol (DINO's authors "
         "evaluate the teacher, Caron et al. 2021 Fig. 6; the bar is judged on the student, as solo-learn and lightly "

@@ -85,3 +85,8 @@ def test_seed_noise_flags_a_real_difference(lightly_compare):
 def test_method_code_timing_runs_both_implementations_on_features(lightly_compare, name):
     ours, theirs = lightly_compare.method_code_ms(name, batch_size=16, n_steps=1, dim=64)
     assert ours > 0 and theirs > 0
+
+
+def test_seed_noise_needs_two_seeds_a_side(lightly_compare):
+    out = lightly_compare.seed_noise({"geossl kNN (seeds)": "61.44", "lightly kNN (seeds)": "65.79"})
+    assert out["kNN diff (95% CI)"].startswith("n/a")
