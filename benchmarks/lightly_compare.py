@@ -88,14 +88,21 @@ def step_throughput(name: str, data, batch_size: int, n_steps: int) -> tuple[flo
     for key, cls in (("geossl", METHODS[name]), ("lightly", lightly_variant(name))):
         method, augment = method_and_views(cls, data)
         steps[key] = full_training_step(method, augment, images, total_steps=1000, momentum=0.9)
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for i in range(n_steps + 2):
-        for key, step in steps.items():
-            t = time.perf_counter()
-            step(i + 1)
-            if i >= 2:
-                times[key].append(time.perf_counter() - t)
+    times = _interleaved_seconds(steps, n_steps, warmup=2)
     return batch_size / statistics.median(times["geossl"]), batch_size / statistics.median(times["lightly"])
+
+
+def _interleaved_seconds(steps: dict, n_steps: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds of each ``steps[key](i)`` over ``n_steps`` rounds after ``warmup``, the implementations taking turns
+    to go first (ABBA), so that neither always runs on the caches and allocator state the other left."""
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for i in range(n_steps + warmup):
+        for key in (list(steps) if i % 2 == 0 else list(steps)[::-1]):
+            t = time.perf_counter()
+            steps[key](i + 1)
+            if i >= warmup:
+                times[key].append(time.perf_counter() - t)
+    return times
 
 
 class _Features(torch.nn.Module):
@@ -124,13 +131,7 @@ def method_code_ms(name: str, batch_size: int, n_steps: int, dim: int = 512) -> 
             method.on_optimizer_step(i, 1000)
 
         steps[key] = step
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for i in range(n_steps + 3):
-        for key, step in steps.items():
-            t = time.perf_counter()
-            step(i + 1)
-            if i >= 3:
-                times[key].append(time.perf_counter() - t)
+    times = _interleaved_seconds(steps, n_steps, warmup=3)
     return 1e3 * statistics.median(times["geossl"]), 1e3 * statistics.median(times["lightly"])
 
 
@@ -222,7 +223,8 @@ def render(rows: dict[str, dict], setup: dict, history: list[dict]) -> None:
     notes = (
         f"Data: {setup['data']}, {setup['px']} px; batch {setup['batch']}; ResNet-18 (standard stem), "
         "channels_last; the same views, optimiser and backbone for both; only the heads and the loss differ (lightly "
-        "'NAME-lightly' variants). Interleaved timed steps (the row's count), medians; on the CPU with freed memory "
+        "'NAME-lightly' variants). Interleaved timed steps (the row's count; since 2026-12-06 07:30 taking turns to go "
+        "first), medians; on the CPU with freed memory "
         "kept, as pretrain runs (rows timed before 2026-12-05 ran with glibc's default malloc). Target: ratio >= 1.0 "
         "(geossl's images/s over lightly's). method ms: the method code alone, heads, loss, backward and EMA update "
         "on two fixed views of (batch, 512) features without the backbone (4x the row's timed steps, interleaved, "
