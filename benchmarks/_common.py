@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -25,18 +26,21 @@ def add_data_argument(parser) -> None:
     parser.add_argument("--data", default=str(full) if full.is_dir() else "eurosat-sample")
 
 
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name (a results row's "cpu": the sessions' machines differ)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -56,6 +60,28 @@ def median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def median_interleaved(
+    steps: dict[str, Any], n: int, *, warmup: int = 2, take_turns: bool = False
+) -> dict[str, float]:
+    """Median seconds of each no-argument step function over ``n`` rounds after ``warmup``, run round-robin so that
+    machine noise hits all alike. ``take_turns``: reverse the order every other round (ABBA), so that no step always
+    runs on the caches and allocator state of the same other one."""
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for i in range(n + warmup):
+        for k in (list(steps)[::-1] if take_turns and i % 2 else list(steps)):
+            t = time.perf_counter()
+            steps[k]()
+            if i >= warmup:
+                times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def numbered(step):
+    """A no-argument call of ``step(i)`` with i = 1, 2, ... (the optimiser-step hooks take the step number)."""
+    count = itertools.count(1)
+    return lambda: step(next(count))
 
 
 def commit() -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import REPO, RESULTS, commit, machine
+from _common import REPO, RESULTS, commit, cpu_name
 
 from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment
 from geossl.cpu_memory import keep_freed_memory
@@ -163,7 +163,7 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
         "final loss": float(result.metrics.get("train/loss", float("nan"))),
         "seed": seed,
         "commit": started_on,
-        "cpu": machine()["cpu"],  # train min and img/s depend on it; the sessions' machines differ
+        "cpu": cpu_name(),  # train min and img/s depend on it; the sessions' machines differ
         "random kNN": top1(True, "knn"),
         "random linear": top1(True, "linear"),
         **teacher,
@@ -223,10 +223,10 @@ def remeasured_rows(json_name: str, names: list[str], measure) -> list[dict[str,
     """The rows of ``results/JSON_NAME.json`` with those of ``names`` re-measured: ``measure(name)`` gives the row,
     stamped with "measured" (commit and UTC time) and "cpu" columns; the other methods' rows are kept. Sorted by
     method."""
-    stamp = f"{commit()} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"
+    stamp = {"measured": f"{commit()} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}", "cpu": cpu_name()}
     rows = accumulate(json_name, None)
     for name in names:
-        rows[name] = {**measure(name), "measured": stamp, "cpu": machine()["cpu"]}
+        rows[name] = {**measure(name), **stamp}
     return [rows[m] for m in sorted(rows)]
 
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import itertools
 from pathlib import Path
 
 import torch
-from _common import add_data_argument, write_results
+from _common import add_data_argument, median_interleaved, numbered, write_results
 from _protocol import autocast_for, full_training_step, method_and_views, remeasured_rows
-from method_overhead import _median_interleaved
 
 from geossl.cpu_memory import keep_freed_memory
 from geossl.data import load_data
@@ -55,20 +53,14 @@ def first_step_losses(name: str, data, images: torch.Tensor) -> tuple[float, flo
     return losses[0], losses[1]
 
 
-def _numbered(step):
-    """A no-argument call of ``step(i)`` with i = 1, 2, ... (the optimiser-step hooks take the step number)."""
-    count = itertools.count(1)
-    return lambda: step(next(count))
-
-
 def measure(name: str, data, images: torch.Tensor, n_steps: int) -> dict:
     steps = {}
     for precision in ("32-true", "bf16-mixed"):
         method, augment = method_and_views(name, data)
         method.train()
         step = full_training_step(method, augment, images, precision=precision)
-        steps[precision] = _numbered(step)
-    t = _median_interleaved(steps, n_steps)
+        steps[precision] = numbered(step)
+    t = median_interleaved(steps, n_steps)
     loss32, loss16 = first_step_losses(name, data, images)
     row = {
         "method": name,

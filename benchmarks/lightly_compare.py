@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
-from _common import RESULTS, add_data_argument, machine, markdown_table, write_results
-from _protocol import accumulate, full_training_step, method_and_views, short_run_knn
+from _common import (RESULTS, add_data_argument, machine, markdown_table, median_interleaved, numbered,
+                     write_results)
+from _protocol import full_training_step, method_and_views, short_run_knn
 
 from geossl.cpu_memory import keep_freed_memory
 from geossl.data import load_data
@@ -87,22 +87,9 @@ def step_throughput(name: str, data, batch_size: int, n_steps: int) -> tuple[flo
     steps = {}
     for key, cls in (("geossl", METHODS[name]), ("lightly", lightly_variant(name))):
         method, augment = method_and_views(cls, data)
-        steps[key] = full_training_step(method, augment, images, total_steps=1000, momentum=0.9)
-    times = _interleaved_seconds(steps, n_steps, warmup=2)
-    return batch_size / statistics.median(times["geossl"]), batch_size / statistics.median(times["lightly"])
-
-
-def _interleaved_seconds(steps: dict, n_steps: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds of each ``steps[key](i)`` over ``n_steps`` rounds after ``warmup``, the implementations taking turns
-    to go first (ABBA), so that neither always runs on the caches and allocator state the other left."""
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for i in range(n_steps + warmup):
-        for key in (list(steps) if i % 2 == 0 else list(steps)[::-1]):
-            t = time.perf_counter()
-            steps[key](i + 1)
-            if i >= warmup:
-                times[key].append(time.perf_counter() - t)
-    return times
+        steps[key] = numbered(full_training_step(method, augment, images, total_steps=1000, momentum=0.9))
+    seconds = median_interleaved(steps, n_steps, take_turns=True)
+    return batch_size / seconds["geossl"], batch_size / seconds["lightly"]
 
 
 class _Features(torch.nn.Module):
@@ -130,9 +117,9 @@ def method_code_ms(name: str, batch_size: int, n_steps: int, dim: int = 512) -> 
             out.loss.backward()
             method.on_optimizer_step(i, 1000)
 
-        steps[key] = step
-    times = _interleaved_seconds(steps, n_steps, warmup=3)
-    return 1e3 * statistics.median(times["geossl"]), 1e3 * statistics.median(times["lightly"])
+        steps[key] = numbered(step)
+    seconds = median_interleaved(steps, n_steps, warmup=3, take_turns=True)
+    return 1e3 * seconds["geossl"], 1e3 * seconds["lightly"]
 
 
 def main() -> None:
@@ -155,7 +142,7 @@ def main() -> None:
 
     saved_path = RESULTS / "lightly_compare.json"
     saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
-    rows = accumulate("lightly_compare", None)  # the other methods' saved rows are kept
+    rows = {r["method"]: r for r in saved.get("rows", [])}  # the other methods' saved rows are kept
     history = saved.get("earlier throughput", [])
     if args.render:
         render(rows, saved["setup"], history)

@@ -14,29 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
-from _common import RESULTS, add_data_argument, write_results
+from _common import RESULTS, add_data_argument, median_interleaved, write_results
 from _protocol import method_and_views, remeasured_rows
 
 from geossl.cpu_memory import keep_freed_memory
 from geossl.data import load_data
 from geossl.methods.registry import METHODS
-
-
-def _median_interleaved(steps: dict, n: int) -> dict[str, float]:
-    """Run the step functions round-robin (so machine noise hits all alike) and return median seconds."""
-    times = {k: [] for k in steps}
-    for i in range(n + 2):
-        for k, f in steps.items():
-            t = time.perf_counter()
-            f()
-            if i >= 2:
-                times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _has_teacher(method: torch.nn.Module) -> bool:
@@ -88,7 +74,7 @@ def measure(name: str, data, images: torch.Tensor, n_steps: int) -> dict:
     timed = {"bare": steps["bare"], "method": steps["method"], "views": make_views}
     if teacher:
         timed["bare+fwd"] = steps["bare+fwd"]
-    t = _median_interleaved(timed, n_steps)
+    t = median_interleaved(timed, n_steps)
     sizes: dict[int, int] = {}  # views per resolution, in order of appearance
     for v in fixed:
         sizes[v.shape[-2]] = sizes.get(v.shape[-2], 0) + 1
