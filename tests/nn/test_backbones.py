@@ -71,6 +71,30 @@ def test_cosine_momentum_and_ema_update():
     assert torch.allclose(teacher.weight, 0.9 * before + 0.1 * student.weight)
 
 
+def test_ema_update_moves_float_buffers_and_copies_integer_ones():
+    student = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6))
+    teacher = make_teacher(student)
+    student(torch.randn(8, 4)).sum().backward()  # updates running stats and num_batches_tracked
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p))
+    old = {k: v.clone() for k, v in teacher.state_dict().items()}
+    ema_update(teacher, student, 0.75)
+    new, src = teacher.state_dict(), student.state_dict()
+    for key, value in old.items():
+        if value.dtype.is_floating_point:
+            torch.testing.assert_close(new[key], 0.75 * value + 0.25 * src[key], rtol=1e-6, atol=1e-6)
+        else:
+            assert torch.equal(new[key], src[key]), key
+    assert int(new["1.num_batches_tracked"]) == 1
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_ema_update_refuses_a_teacher_of_another_architecture():
+    with pytest.raises(RuntimeError):
+        ema_update(torch.nn.Linear(3, 3), torch.nn.Linear(3, 4), 0.9)
+
+
 def test_mlp_dims_counts_linear_layers_and_refuses_fewer_than_two():
     from geossl.errors import GeosslError
     from geossl.nn.heads import mlp_dims
