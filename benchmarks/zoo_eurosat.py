@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 
-from _common import RESULTS, SHARED_DATA, write_results
+from _common import RESULTS, SHARED_DATA, markdown_table, write_results
 from _protocol import PROTOCOL_NOTE, accumulate, ordered_rows, run_row
 
 from geossl.cli import _parse_sets
@@ -88,11 +90,65 @@ def main() -> None:
     render(rows)
 
 
+def configuration(label: str) -> str:
+    """A row's label without its seed: ``"byol batch_size=64 seed=2"`` → ``"byol batch_size=64"``."""
+    return " ".join(word for word in label.split() if not re.fullmatch(r"seed=\d+", word))
+
+
+def summary_rows(rows: dict[str, dict]) -> list[dict]:
+    """One row per configuration run at more than one seed, and per method at its defaults: the kNN gain of each
+    seed, their mean and how many seeds pass the +10 bar.
+
+    Args:
+        rows: the accumulated zoo rows, keyed by label (``"method [overrides] [seed=N]"``).
+
+    Returns:
+        Rows with ``configuration``, ``seeds``, ``kNN gain per seed``, ``mean kNN gain``, ``mean kNN top-1``,
+        ``mean linear top-1``, ``epochs`` and ``seeds over +10``; the methods' defaults first, in ``ORDER``.
+    """
+    groups: dict[str, list[dict]] = {}
+    for label, row in rows.items():
+        if isinstance(row.get("kNN gain vs random"), (int, float)):
+            groups.setdefault(configuration(label), []).append(row)
+    out = []
+    for config, members in groups.items():
+        if config not in METHODS and len(members) < 2:
+            continue
+        members = sorted(members, key=lambda r: int(r.get("seed", 0)))
+        gains = [float(r["kNN gain vs random"]) for r in members]
+        epochs = sorted({int(r["epochs"]) for r in members if str(r.get("epochs", "")).isdigit()})
+        out.append({
+            "configuration": config,
+            "seeds": ", ".join(str(r.get("seed", 0)) for r in members),
+            "kNN gain per seed": ", ".join(f"{g:+.1f}" for g in gains),
+            "mean kNN gain": statistics.fmean(gains),
+            "mean kNN top-1": statistics.fmean(float(r["kNN top-1"]) for r in members),
+            "mean linear top-1": statistics.fmean(float(r["linear top-1"]) for r in members),
+            "epochs": ", ".join(map(str, epochs)),
+            "seeds over +10": f"{sum(g >= 10 for g in gains)} of {len(gains)}",
+        })
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return sorted(out, key=lambda r: (r["configuration"] not in rank, rank.get(r["configuration"], 0),
+                                      r["configuration"]))
+
+
+SUMMARY_COLUMNS = ["configuration", "seeds", "kNN gain per seed", "mean kNN gain", "mean kNN top-1", "mean linear top-1",
+                   "epochs", "seeds over +10"]
+
+
 def render(rows: dict) -> None:
-    """Write ``results/zoo_eurosat.md`` (and json) from the accumulated rows, with the protocol notes."""
+    """Write ``results/zoo_eurosat.md`` (and json) from the accumulated rows, with the protocol notes: first the
+    summary over seeds (:func:`summary_rows`), then every row."""
     rows.setdefault("simclr", simclr_row_from_spine_benchmark())
     rows = {k: v for k, v in rows.items() if v is not None}
     ordered, reference = ordered_rows(rows, ORDER, ORDER)
+    random_knn = sorted({f"{float(r['random kNN']):.2f}" for r in rows.values() if "random kNN" in r})
+    summary = (
+        "## Summary: each method at its defaults, and every configuration run at several seeds\n\n"
+        + markdown_table(summary_rows(rows), SUMMARY_COLUMNS)
+        + f"\n\nkNN gain: kNN top-1 on the test split minus random init's ({', '.join(random_knn)}); the bar is +10. "
+        "Each seed is a row of the table below (`NAME seed=N`), with its commit, machine and status.\n\n## Every row"
+    )
     notes = (
         PROTOCOL_NOTE + reference + " img/s (step): images per second of a full training step (all views), timed "
         "before training. Peak RSS: the whole process (data in memory included). cpu: the machine the row ran on; "
@@ -130,7 +186,8 @@ def render(rows: dict) -> None:
     )
     write_results("zoo_eurosat", "SSL methods on full EuroSAT under the same CPU budget", ordered,
                   ["method", "epochs", "train min", "kNN top-1", "linear top-1", "kNN gain vs random", "teacher kNN top-1",
-                   "teacher linear top-1", "img/s (step)", "peak RSS GiB", "seed", "commit", "cpu", "status"], notes)
+                   "teacher linear top-1", "img/s (step)", "peak RSS GiB", "seed", "commit", "cpu", "status"], notes,
+                  preamble=summary)
 
 if __name__ == "__main__":
     main()
