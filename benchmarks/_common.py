@@ -104,8 +104,8 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_results(name: str, title: str, rows: list[dict[str, Any]], columns: list[str], notes: str = "", extra: dict | None = None,
-                  preamble: str = "") -> Path:
+def write_results(name: str, title: str, rows: list[dict[str, Any]], columns: list[str], notes: str = "",
+                  extra: dict | None = None, preamble: str = "") -> Path:
     """Print the table and write ``results/NAME.md`` and ``results/NAME.json``; ``preamble``: markdown between the
     title and the table (not stored in the JSON, which keeps the rows)."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -132,8 +132,8 @@ def summary_rows(rows: dict[str, dict]) -> list[dict]:
                                       r["configuration"]))
 
 
-SUMMARY_COLUMNS = ["configuration", "seeds", "kNN gain per seed", "mean kNN gain", "mean kNN top-1", "mean linear top-1",
-                   "epochs", "seeds over +10"]
+SUMMARY_COLUMNS = ["configuration", "seeds", "kNN gain per seed", "mean kNN gain", "mean kNN top-1",
+                   "mean linear top-1", "epochs", "seeds over +10"]
 
 
 def render(rows: dict) -> None:
