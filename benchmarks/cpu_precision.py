@@ -72,6 +72,7 @@ def measure(name: str, data, images: torch.Tensor, n_steps: int) -> dict:
         "loss float32": f"{loss32:.5g}",
         "loss bf16-mixed": f"{loss16:.5g}",
         "loss rel. diff": f"{abs(loss16 - loss32) / max(abs(loss32), 1e-12):.1e}",
+        "bf16 instructions": cpu_bfloat16_support(),  # per row: rows accumulate over machines
     }
     print(row, flush=True)
     return row
@@ -93,8 +94,9 @@ def main() -> None:
         f"Data: {data.name}, {images.shape[-1]} px; batch {args.batch_size}; ResNet-18 (standard stem), channels_last; each "
         f"method with its default views and heads; the full step as pretrain runs it (views from the raw batch included); "
         f"{args.steps} timed steps per precision after 2 untimed, interleaved, medians; freed memory "
-        f"{'kept for reuse, as pretrain runs on the CPU' if kept else 'returned to the system'}. CPU bfloat16 instructions: "
-        f"{cpu_bfloat16_support()} (without them oneDNN has no native bfloat16 kernels; not measured here). "
+        f"{'kept for reuse, as pretrain runs on the CPU' if kept else 'returned to the system'}. bf16 instructions: the "
+        "row's CPU's bfloat16 instructions from /proc/cpuinfo (AMX tiles, amx_bf16, give the large speed-ups; with "
+        "none, oneDNN has no native bfloat16 kernels; not measured here). "
         "bf16-mixed: torch.autocast('cpu', bfloat16) around forward and loss, as Lightning's bf16-mixed; every loss computes "
         "in float32 (geossl.losses.precision), the weights and optimiser stay float32. Loss columns: one fresh model, one "
         "set of fixed views, no_grad, in each precision (a relative difference of a loss near 0, SimSiam's, is large in "
@@ -102,7 +104,7 @@ def main() -> None:
     )
     write_results("cpu_precision", "Step time in float32 and bfloat16 mixed precision on the CPU", rows,
                   ["method", "float32 s", "bf16-mixed s", "speed-up", "img/s float32", "img/s bf16-mixed", "loss float32",
-                   "loss bf16-mixed", "loss rel. diff", "measured", "cpu"], notes)
+                   "loss bf16-mixed", "loss rel. diff", "measured", "cpu", "bf16 instructions"], notes)
     print(notes)
 
 
