@@ -5,7 +5,8 @@ for L2-normalised embeddings and a boolean positive mask,
 
     ℓ(a) = −(1/|P(a)|) Σ_{p∈P(a)} log[ exp(s_ap/τ) / Σ_{k≠a} exp(s_ak/τ) ],   L = mean_a ℓ(a).
 
-NT-Xent (SimCLR), SupCon and the multi-modal losses are instances of it with different masks.
+NT-Xent (SimCLR) is an instance of it (:func:`nt_xent`); SupCon (labels as the mask) and the multi-modal losses,
+not built yet, would be others with different masks.
 """
 
 from __future__ import annotations
