@@ -91,8 +91,12 @@ def test_ema_update_moves_float_buffers_and_copies_integer_ones():
 
 
 def test_ema_update_refuses_a_teacher_of_another_architecture():
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):  # same tensors, other shapes
         ema_update(torch.nn.Linear(3, 3), torch.nn.Linear(3, 4), 0.9)
+    with pytest.raises(ValueError, match="make_teacher"):  # another number of tensors
+        ema_update(torch.nn.Linear(3, 3, bias=False), torch.nn.Linear(3, 3), 0.9)
+    with pytest.raises(ValueError, match="make_teacher"):
+        ema_update(torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3, track_running_stats=False), 0.9)
 
 
 def test_mlp_dims_counts_linear_layers_and_refuses_fewer_than_two():
