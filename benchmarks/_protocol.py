@@ -219,15 +219,23 @@ def accumulate(json_name: str, row: dict[str, Any] | None) -> dict[str, dict[str
     return rows
 
 
-def remeasured_rows(json_name: str, names: list[str], measure) -> list[dict[str, Any]]:
+def remeasured_rows(json_name: str, names: list[str], measure, per_cpu: bool = False) -> list[dict[str, Any]]:
     """The rows of ``results/JSON_NAME.json`` with those of ``names`` re-measured: ``measure(name)`` gives the row,
-    stamped with "measured" (commit and UTC time) and "cpu" columns; the other methods' rows are kept. Sorted by
-    method."""
+    stamped with "measured" (commit and UTC time) and "cpu" columns; the other methods' rows are kept. ``per_cpu``:
+    a row replaces only the same method's row from the same CPU, so that each machine keeps its own (for numbers
+    that depend on the instruction set, such as bfloat16 speed-ups). Sorted by method (then CPU)."""
     stamp = {"measured": f"{commit()} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}", "cpu": cpu_name()}
-    rows = accumulate(json_name, None)
+    path: Path = RESULTS / f"{json_name}.json"
+    saved = json.loads(path.read_text())["rows"] if path.exists() else []
+
+    def key(row: dict[str, Any]) -> tuple[str, str]:
+        return row["method"], str(row.get("cpu", "")) if per_cpu else ""
+
+    rows = {key(r): r for r in saved}
     for name in names:
-        rows[name] = {**measure(name), **stamp}
-    return [rows[m] for m in sorted(rows)]
+        row = {**measure(name), **stamp}
+        rows[key(row)] = row
+    return [rows[k] for k in sorted(rows)]
 
 
 #: The protocol sentence shared by the accuracy tables of zoo_eurosat.py and transport_ssl_eurosat.py.

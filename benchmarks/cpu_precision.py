@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 from pathlib import Path
 
 import torch
-from _common import add_data_argument, median_interleaved, numbered, write_results
+from _common import RESULTS, add_data_argument, median_interleaved, numbered, write_results
 from _protocol import autocast_for, full_training_step, method_and_views, remeasured_rows
 
 from geossl.cpu_memory import keep_freed_memory
@@ -84,27 +85,46 @@ def main() -> None:
     parser.add_argument("--methods", default=CLASSIC, help=f"comma-separated (default: the classic methods); all: {','.join(sorted(METHODS))}")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per precision (after 2 untimed), interleaved")
+    parser.add_argument("--render", action="store_true",
+                        help="only re-render the table from results/cpu_precision.json")
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads((RESULTS / "cpu_precision.json").read_text())
+        render(saved["rows"], saved["setup"])
+        return
     kept = keep_freed_memory()  # as pretrain runs on the CPU
 
     data = load_data(args.data)
     images = torch.stack([data.train[i][0] for i in range(args.batch_size)])
-    rows = remeasured_rows("cpu_precision", args.methods.split(","), lambda name: measure(name, data, images, args.steps))
+    # per CPU: the speed-up depends on the instruction set (AMX or not), so each machine keeps its rows
+    rows = remeasured_rows("cpu_precision", args.methods.split(","),
+                           lambda name: measure(name, data, images, args.steps), per_cpu=True)
+    setup = {"data": data.name, "px": images.shape[-1], "batch": args.batch_size, "steps": args.steps,
+             "freed memory kept": kept}
+    render(rows, setup)
+
+
+def render(rows: list[dict], setup: dict) -> None:
+    """Write ``results/cpu_precision.{md,json}`` from the rows (one per method and CPU) and the run's setup."""
     notes = (
-        f"Data: {data.name}, {images.shape[-1]} px; batch {args.batch_size}; ResNet-18 (standard stem), channels_last; each "
-        f"method with its default views and heads; the full step as pretrain runs it (views from the raw batch included); "
-        f"{args.steps} timed steps per precision after 2 untimed, interleaved, medians; freed memory "
-        f"{'kept for reuse, as pretrain runs on the CPU' if kept else 'returned to the system'}. "
-        "bf16 instructions: the row's CPU's bfloat16 instructions from /proc/cpuinfo (AMX tiles, amx_bf16, give the "
-        "large speed-ups; with none, oneDNN has no native bfloat16 kernels; not measured here). "
-        "bf16-mixed: torch.autocast('cpu', bfloat16) around forward and loss, as Lightning's bf16-mixed; every loss computes "
-        "in float32 (geossl.losses.precision), the weights and optimiser stay float32. Loss columns: one fresh model, one "
-        "set of fixed views, no_grad, in each precision (a relative difference of a loss near 0, SimSiam's, is large in "
-        "relative terms only). Rows accumulate, each names the commit and time it was measured at."
+        f"Data: {setup['data']}, {setup['px']} px; batch {setup['batch']}; ResNet-18 (standard stem), channels_last; "
+        "each method with its default views and heads; the full step as pretrain runs it (views from the raw batch "
+        f"included); {setup['steps']} timed steps per precision after 2 untimed, interleaved, medians; freed memory "
+        f"{'kept for reuse, as pretrain runs on the CPU' if setup['freed memory kept'] else 'returned to the system'}. "
+        "Rows are kept per method and CPU: the speed-up depends on the CPU's bfloat16 instructions (bf16 instructions: "
+        "those of the row's CPU, from /proc/cpuinfo; amx_bf16 is Intel's AMX tiles, avx512_bf16 AVX-512 BF16; with "
+        "none, oneDNN has no native bfloat16 kernels; not measured here). "
+        "bf16-mixed: torch.autocast('cpu', bfloat16) around forward and loss, as Lightning's bf16-mixed; every "
+        "loss computes in float32 (geossl.losses.precision), the weights and optimiser stay float32. Loss columns: "
+        "one fresh model, one set of fixed views, no_grad, in each precision (a relative difference of a loss near "
+        "0, SimSiam's, is large in relative terms only). Rows accumulate, each names the commit and time it was "
+        "measured at; the SwAV and DINO rows of 2026-12-05 04:25 took 2 + 6 crops (their default then), the later "
+        "rows 2."
     )
     write_results("cpu_precision", "Step time in float32 and bfloat16 mixed precision on the CPU", rows,
                   ["method", "float32 s", "bf16-mixed s", "speed-up", "img/s float32", "img/s bf16-mixed", "loss float32",
-                   "loss bf16-mixed", "loss rel. diff", "measured", "cpu", "bf16 instructions"], notes)
+                   "loss bf16-mixed", "loss rel. diff", "measured", "cpu", "bf16 instructions"], notes,
+                  extra={"setup": setup})
     print(notes)
 
 
