@@ -115,7 +115,9 @@ def main() -> None:
         for r in rows:
             r.setdefault("measured", f"{machine_before['commit']} {machine_before['date'].removesuffix(' UTC')}")
     notes = (
-        f"Data: {data.name}, {images.shape[-1]} px, {data.num_bands} bands; batch {args.batch_size}; ResNet-18 (standard stem), "
+        f"Data: {data.name}, {images.shape[-1]} px"
+        f"{f' (resized from {data.image_size[0]} px, bilinear)' if args.image_size else ''}, {data.num_bands} bands; "
+        f"batch {args.batch_size}; ResNet-18 (standard stem), "
         f"channels_last; each method with its default views and heads; {args.steps} timed steps per measure, interleaved, medians; "
         f"freed memory {'kept for reuse, as pretrain runs on the CPU' if kept else 'returned to the system (glibc default)'} for rows measured since 2026-12-04 22:00 (benchmarks/cpu_memory.py).\n"
         "bare: the backbone forward+backward+SGD step on the fixed views, one pass per resolution. method: the method's full "
