@@ -31,8 +31,19 @@ from geossl.nn.backbones import feature_dim
 from geossl.nn.ema import make_teacher
 
 
+_VARIANTS: dict[str, type] = {}
+
+
 def lightly_variant(name: str) -> type:
-    """A subclass of the geossl method whose heads and loss are lightly's, registered as ``NAME-lightly``."""
+    """A subclass of the geossl method whose heads and loss are lightly's, registered as ``NAME-lightly``; built once
+    per method and registered again on each call (a caller may have emptied the registry since)."""
+    if name not in _VARIANTS:
+        _VARIANTS[name] = _build_lightly_variant(name)
+    METHODS[_VARIANTS[name].name] = _VARIANTS[name]
+    return _VARIANTS[name]
+
+
+def _build_lightly_variant(name: str) -> type:
     from lightly import loss as LL
     from lightly.models import modules as LM
 
@@ -60,7 +71,6 @@ def lightly_variant(name: str) -> type:
 
     Variant.name = f"{name}-lightly"
     Variant.__name__ = f"{base.__name__}Lightly"
-    METHODS[Variant.name] = Variant
     return Variant
 
 

@@ -63,6 +63,15 @@ def test_lightly_variant_takes_overrides(lightly_compare):
     assert method.projector(torch.randn(4, 512)).shape == (4, 32)
 
 
+def test_lightly_variant_is_built_once_and_registered_again(lightly_compare):
+    from geossl.methods.registry import METHODS
+
+    first = lightly_compare.lightly_variant("barlow-twins")
+    del METHODS[first.name]  # as the fixture of another test module does
+    assert lightly_compare.lightly_variant("barlow-twins") is first
+    assert METHODS[first.name] is first
+
+
 def test_seed_noise_contains_zero_for_overlapping_seeds(lightly_compare):
     row = {"geossl kNN (seeds)": "61.44, 59.70, 61.35, 59.12", "lightly kNN (seeds)": "65.79, 60.81, 60.70, 63.58"}
     out = lightly_compare.seed_noise(row)
