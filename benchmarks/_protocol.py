@@ -210,10 +210,15 @@ def short_run_knn(method: str, data, data_path: str, *, split: tuple, epochs: in
     return float(ev.rows[0]["top1"]), run
 
 
+def saved_rows(json_name: str) -> list[dict[str, Any]]:
+    """The rows stored in ``results/JSON_NAME.json`` (none before its first run)."""
+    path: Path = RESULTS / f"{json_name}.json"
+    return json.loads(path.read_text())["rows"] if path.exists() else []
+
+
 def accumulate(json_name: str, row: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """Rows of ``results/JSON_NAME.json`` by method label, with ``row`` added or replaced."""
-    path: Path = RESULTS / f"{json_name}.json"
-    rows = {r["method"]: r for r in json.loads(path.read_text())["rows"]} if path.exists() else {}
+    rows = {r["method"]: r for r in saved_rows(json_name)}
     if row is not None:
         rows[row["method"]] = row
     return rows
@@ -225,13 +230,11 @@ def remeasured_rows(json_name: str, names: list[str], measure, per_cpu: bool = F
     a row replaces only the same method's row from the same CPU, so that each machine keeps its own (for numbers
     that depend on the instruction set, such as bfloat16 speed-ups). Sorted by method (then CPU)."""
     stamp = {"measured": f"{commit()} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}", "cpu": cpu_name()}
-    path: Path = RESULTS / f"{json_name}.json"
-    saved = json.loads(path.read_text())["rows"] if path.exists() else []
 
     def key(row: dict[str, Any]) -> tuple[str, str]:
         return row["method"], str(row.get("cpu", "")) if per_cpu else ""
 
-    rows = {key(r): r for r in saved}
+    rows = {key(r): r for r in saved_rows(json_name)}
     for name in names:
         row = {**measure(name), **stamp}
         rows[key(row)] = row
