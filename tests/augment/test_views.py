@@ -70,3 +70,71 @@ def test_view_config_round_trip_and_unknown_key():
     assert ViewConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(GeosslError, match="unknown view option"):
         ViewConfig.from_dict({"crop_size": 3})
+
+
+def test_solarisation_matches_torchvision_on_rgb_and_skips_other_bands():
+    from torchvision.transforms.v2 import functional as TF
+
+    norm = Normalization([0.5, 0.4, 0.3], [0.2, 0.2, 0.2], 1 / 255)
+    x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    out = ViewAugment(_identity_config(solarize=1.0), norm, rgb=True)(x)
+    expected = norm.normalize(TF.solarize(x.float() / 255, threshold=0.5))
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert not torch.allclose(out, norm(x), atol=1e-3)
+    # Solarisation is defined for intensities in [0, 1]: other band sets are left alone.
+    other = ViewAugment(_identity_config(solarize=1.0), norm, rgb=False)(x)
+    assert torch.allclose(other, norm(x), atol=1e-5)
+
+
+def test_solarisation_probability_is_per_image():
+    norm = Normalization([0.0] * 3, [1.0] * 3, 1.0)
+    x = torch.full((400, 3, 4, 4), 0.8)
+    out = ViewAugment(_identity_config(solarize=0.2), norm, rgb=True)(x, torch.Generator().manual_seed(0))
+    solarized = torch.isclose(out, torch.tensor(0.2)).all(dim=(1, 2, 3))
+    assert torch.isclose(out, torch.tensor(0.8)).all(dim=(1, 2, 3)).logical_or(solarized).all()
+    assert 0.13 < solarized.float().mean() < 0.27
+
+
+def test_colour_amounts_of_simclr_strength_give_the_same_views():
+    norm = Normalization([0.5] * 3, [0.25] * 3, 1 / 255)
+    x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    by_strength = ViewAugment(ViewConfig(color_jitter=1.0, color_strength=0.5), norm, rgb=True)
+    by_amounts = ViewAugment(ViewConfig(color_jitter=1.0, color_amounts=(0.4, 0.4, 0.4, 0.1)), norm, rgb=True)
+    a = by_strength(x, torch.Generator().manual_seed(5))
+    b = by_amounts(x, torch.Generator().manual_seed(5))
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_saturation_amount_bounds_the_saturation_factor():
+    norm = Normalization([0.0] * 3, [1.0] * 3, 1.0)
+    # Mid-range colours, so that no factor in [0.8, 1.2] clamps.
+    x = 0.4 + 0.2 * torch.rand(256, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    cfg = _identity_config(color_jitter=1.0, color_amounts=(0.0, 0.0, 0.2, 0.0))
+    out = ViewAugment(cfg, norm, rgb=True)(x, torch.Generator().manual_seed(2))
+    gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    chroma_in, chroma_out = (x - gray).flatten(1), (out - gray).flatten(1)
+    factor = (chroma_in * chroma_out).sum(1) / (chroma_in * chroma_in).sum(1)
+    assert torch.allclose(chroma_out, factor[:, None] * chroma_in, atol=1e-4)
+    assert factor.min() >= 0.8 - 1e-4 and factor.max() <= 1.2 + 1e-4
+    assert factor.min() < 0.85 and factor.max() > 1.15
+
+
+def test_rgb_blur_before_normalisation_equals_blur_after():
+    # The blur is linear and the normalisation a per-band affine map, so the RGB path (blur, then normalise) and the
+    # band-wise path (normalise, then blur) give one view with the same draws.
+    norm = Normalization([0.5, 0.4, 0.3], [0.2, 0.3, 0.25], 1 / 255)
+    x = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    cfg = _identity_config(blur=1.0, blur_sigma=(0.5, 2.0))
+    rgb = ViewAugment(cfg, norm, rgb=True)(x, torch.Generator().manual_seed(4))
+    bands = ViewAugment(cfg, norm, rgb=False)(x, torch.Generator().manual_seed(4))
+    assert torch.allclose(rgb, bands, atol=1e-5)
+    assert not torch.allclose(rgb, norm(x), atol=1e-3)
+
+
+def test_new_view_options_round_trip_and_are_checked():
+    cfg = ViewConfig(color_amounts=(0.4, 0.4, 0.2, 0.1), solarize=0.2)
+    assert ViewConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(GeosslError, match="4 numbers"):
+        ViewConfig(color_amounts=(0.4, 0.4, 0.2))
+    with pytest.raises(GeosslError, match="probability"):
+        ViewConfig(solarize=1.5)

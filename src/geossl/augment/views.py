@@ -9,12 +9,15 @@ Pipeline of :class:`ViewAugment` (raw values in, normalised values out):
 
 1. ``x * value_scale``                          (uint8 → [0, 1], S2 L2A uint16 → reflectance)
 2. random resized crop + flips (+ rot90), one ``grid_sample`` per batch
-3. RGB only: colour jitter (brightness, contrast, saturation, hue) and random grayscale
-   (SimCLR, Chen et al. 2020, App. A); they are not defined for other band counts
+3. RGB only: colour jitter (brightness, contrast, saturation, hue), random grayscale (SimCLR,
+   Chen et al. 2020, App. A), Gaussian blur and solarisation (BYOL, Grill et al. 2020, App. B);
+   jitter, grayscale and solarisation are not defined for other band counts
 4. per-band normalisation with the dataset's mean and std
 5. non-RGB: band-wise gain/offset jitter and band dropout (spec ``remote_sensing.md`` §2), the
-   spectrally safe substitutes for colour jitter
-6. optional Gaussian blur
+   spectrally safe substitutes for colour jitter, then the optional Gaussian blur
+
+The blur is linear and the normalisation a per-band affine map, so blurring before or after
+normalising gives the same view; on RGB it comes before the solarisation, as in BYOL's pipeline.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from geossl.errors import GeosslError
 
 #: The Gaussian blur's σ range of SimCLR, BYOL, SwAV and DINO (Chen et al. 2020, App. A), in pixels of 224-px views.
 PAPER_BLUR_SIGMA = (0.1, 2.0)
+
+
+#: BYOL's colour jitter: brightness, contrast, saturation and hue amounts (Grill et al. 2020, App. B; also DINO's).
+BYOL_COLOR_AMOUNTS = (0.4, 0.4, 0.2, 0.1)
 
 
 def paper_blur_sigma(image_size: int) -> tuple[float, float]:
@@ -60,6 +67,8 @@ class ViewConfig:
         rot90: draw a random multiple of 90° (overhead imagery).
         color_jitter: probability of colour jitter (RGB only).
         color_strength: SimCLR strength s: brightness, contrast, saturation 0.8 s and hue 0.2 s.
+        color_amounts: brightness, contrast, saturation and hue amounts (torchvision ``ColorJitter``'s arguments),
+            instead of those of ``color_strength``; e.g. BYOL's (0.4, 0.4, 0.2, 0.1).
         grayscale: probability of converting to grayscale (RGB only).
         spectral_gain: per-band multiplicative jitter range (non-RGB), in normalised units.
         spectral_offset: std of the per-band additive jitter (non-RGB), in normalised units.
@@ -67,6 +76,8 @@ class ViewConfig:
         blur: probability of a Gaussian blur.
         blur_sigma: range of the blur's standard deviation, in pixels of the output view (the papers' 0.1-2.0 px
             are for 224-px views: the methods scale them with :func:`paper_blur_sigma`).
+        solarize: probability of solarisation (RGB only): values of at least 0.5 become 1 − value, as
+            torchvision's ``solarize(threshold=0.5)`` on images in [0, 1] (BYOL, Grill et al. 2020, App. B).
     """
 
     size: int | None = None
@@ -83,6 +94,23 @@ class ViewConfig:
     band_dropout: float = 0.0
     blur: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    color_amounts: tuple[float, float, float, float] | None = None
+    solarize: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.color_amounts is not None and len(self.color_amounts) != 4:
+            raise GeosslError(
+                f"color_amounts takes 4 numbers (brightness, contrast, saturation, hue), got {list(self.color_amounts)}"
+            )
+        if not 0 <= self.solarize <= 1:
+            raise GeosslError(f"solarize is a probability in [0, 1], got {self.solarize}")
+
+    def jitter_amounts(self) -> tuple[float, float, float, float]:
+        """Brightness, contrast, saturation and hue amounts of the colour jitter."""
+        if self.color_amounts is not None:
+            return self.color_amounts
+        s = self.color_strength
+        return (0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -172,19 +200,23 @@ def _uniform(batch: int, low: float, high: float, device, generator) -> torch.Te
     return (low + (high - low) * torch.rand(batch, 1, 1, 1, generator=generator, device=device))
 
 
-def _color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator | None) -> torch.Tensor:
-    """SimCLR colour jitter on RGB in [0, 1]: brightness, contrast, saturation 0.8 s, hue 0.2 s.
+def _color_jitter(
+    x: torch.Tensor, amounts: tuple[float, float, float, float], generator: torch.Generator | None
+) -> torch.Tensor:
+    """Colour jitter on RGB in [0, 1], in a fixed order: brightness, contrast, saturation factors drawn from
+    [1 − a, 1 + a] and a hue shift from [−a, a] turns, with ``amounts`` (a_b, a_c, a_s, a_h) (SimCLR's strength s:
+    0.8 s, 0.8 s, 0.8 s, 0.2 s).
 
     Hue is rotated in the YIQ chroma plane, a linear and batched equivalent of the HSV shift.
     """
     b, dev = x.shape[0], x.device
-    s = 0.8 * strength
-    x = (x * _uniform(b, 1 - s, 1 + s, dev, generator)).clamp(0, 1)
+    a_b, a_c, a_s, a_h = amounts
+    x = (x * _uniform(b, 1 - a_b, 1 + a_b, dev, generator)).clamp(0, 1)
     mean = _grayscale(x).mean(dim=(2, 3), keepdim=True)
-    x = ((x - mean) * _uniform(b, 1 - s, 1 + s, dev, generator) + mean).clamp(0, 1)
+    x = ((x - mean) * _uniform(b, 1 - a_c, 1 + a_c, dev, generator) + mean).clamp(0, 1)
     gray = _grayscale(x)
-    x = ((x - gray) * _uniform(b, 1 - s, 1 + s, dev, generator) + gray).clamp(0, 1)
-    angle = _uniform(b, -0.2 * strength, 0.2 * strength, dev, generator).view(b) * 2 * math.pi
+    x = ((x - gray) * _uniform(b, 1 - a_s, 1 + a_s, dev, generator) + gray).clamp(0, 1)
+    angle = _uniform(b, -a_h, a_h, dev, generator).view(b) * 2 * math.pi
     to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=dev, dtype=x.dtype)
     from_yiq = torch.linalg.inv(to_yiq)
     cos, sin = torch.cos(angle), torch.sin(angle)
@@ -211,6 +243,16 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return flat.view(b, c, h, w)
 
 
+def _random_blur(x: torch.Tensor, cfg: ViewConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Gaussian blur of each image with probability ``cfg.blur``, σ uniform in ``cfg.blur_sigma``."""
+    if cfg.blur <= 0:
+        return x
+    b, dev = x.shape[0], x.device
+    sigma = cfg.blur_sigma[0] + (cfg.blur_sigma[1] - cfg.blur_sigma[0]) * torch.rand(b, generator=generator, device=dev)
+    apply = torch.rand(b, 1, 1, 1, generator=generator, device=dev) < cfg.blur
+    return torch.where(apply, _gaussian_blur(x, sigma), x)
+
+
 class ViewAugment:
     """One random view of a batch: raw images in, normalised augmented images out.
 
@@ -218,8 +260,8 @@ class ViewAugment:
         config: the view distribution.
         normalization: band statistics and value scale of the data.
         rgb: whether the data are 3-band RGB in [0, 1] after scaling, which enables colour
-            jitter and grayscale; for any other data those two are skipped and the band-wise
-            jitter is used instead.
+            jitter, grayscale and solarisation; for any other data those three are skipped and the
+            band-wise jitter is used instead.
 
     Shapes:
         __call__(x (B, C, H, W) raw, generator=None) -> (B, C, S, S) float, S = config.size or H.
@@ -240,30 +282,29 @@ class ViewAugment:
         if self.rgb and c == 3:
             if cfg.color_jitter > 0:
                 apply = torch.rand(b, 1, 1, 1, generator=generator, device=dev) < cfg.color_jitter
-                x = torch.where(apply, _color_jitter(x, cfg.color_strength, generator), x)
+                x = torch.where(apply, _color_jitter(x, cfg.jitter_amounts(), generator), x)
             if cfg.grayscale > 0:
                 apply = torch.rand(b, 1, 1, 1, generator=generator, device=dev) < cfg.grayscale
                 x = torch.where(apply, _grayscale(x).expand(-1, 3, -1, -1), x)
-            x = self.normalization.normalize(x)
-        else:
-            x = self.normalization.normalize(x)
-            lo, hi = cfg.spectral_gain
-            if hi > lo or cfg.spectral_offset > 0:
-                gain = lo + (hi - lo) * torch.rand(b, c, 1, 1, generator=generator, device=dev)
-                offset = cfg.spectral_offset * torch.randn(b, c, 1, 1, generator=generator, device=dev)
-                x = x * gain + offset
-            if cfg.band_dropout > 0 and c > 1:
-                keep = torch.rand(b, c, 1, 1, generator=generator, device=dev) >= cfg.band_dropout
-                none_kept = ~keep.any(dim=1, keepdim=True)
-                first = torch.zeros_like(keep)
-                first[:, 0] = True
-                keep = keep | (none_kept & first)
-                x = x * keep
-        if cfg.blur > 0:
-            sigma = cfg.blur_sigma[0] + (cfg.blur_sigma[1] - cfg.blur_sigma[0]) * torch.rand(b, generator=generator, device=dev)
-            apply = torch.rand(b, 1, 1, 1, generator=generator, device=dev) < cfg.blur
-            x = torch.where(apply, _gaussian_blur(x, sigma), x)
-        return x
+            x = _random_blur(x, cfg, generator)
+            if cfg.solarize > 0:
+                apply = torch.rand(b, 1, 1, 1, generator=generator, device=dev) < cfg.solarize
+                x = torch.where(apply & (x >= 0.5), 1 - x, x)
+            return self.normalization.normalize(x)
+        x = self.normalization.normalize(x)
+        lo, hi = cfg.spectral_gain
+        if hi > lo or cfg.spectral_offset > 0:
+            gain = lo + (hi - lo) * torch.rand(b, c, 1, 1, generator=generator, device=dev)
+            offset = cfg.spectral_offset * torch.randn(b, c, 1, 1, generator=generator, device=dev)
+            x = x * gain + offset
+        if cfg.band_dropout > 0 and c > 1:
+            keep = torch.rand(b, c, 1, 1, generator=generator, device=dev) >= cfg.band_dropout
+            none_kept = ~keep.any(dim=1, keepdim=True)
+            first = torch.zeros_like(keep)
+            first[:, 0] = True
+            keep = keep | (none_kept & first)
+            x = x * keep
+        return _random_blur(x, cfg, generator)
 
 
 class MultiViewAugment:

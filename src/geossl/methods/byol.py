@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geossl.augment.views import ViewConfig, paper_blur_sigma
+from geossl.augment.views import BYOL_COLOR_AMOUNTS, ViewConfig, paper_blur_sigma
 from geossl.errors import GeosslError
 from geossl.losses.negative_cosine import NegativeCosineSimilarity
 from geossl.methods._multicrop import check_views, prediction_pairs, project_views
@@ -33,9 +33,8 @@ class BYOL(Method):
     predictor +9.4, with only m 0.99 +6.4; solo-learn's small-image lr 1.0 / wd 1e-5 (the default from 2026-11-22
     to 2026-12-04) -3.4 in 7. At batch 64, four times the steps in the same time, these defaults gave +11.7, +10.8
     and +13.4 (a mean of +12.0; the paper's values +10.7): on a short budget BYOL needs steps more than batch. The
-    paper's setting is ``--set predictor_lr_scale=1 --set momentum=0.996``. Views: the paper's asymmetric blur
-    (probability 1.0 and 0.1, σ scaled to the image size); its solarisation (0 / 0.2) is not available in
-    :class:`~geossl.augment.views.ViewConfig`.
+    paper's setting is ``--set predictor_lr_scale=1 --set momentum=0.996``. Views (:meth:`default_views`): the
+    paper's, with the zoo's crop scale 0.2-1 (the paper: 0.08-1).
 
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
@@ -91,13 +90,19 @@ class BYOL(Method):
 
     @classmethod
     def default_views(cls, image_size: int, overhead: bool) -> list[ViewConfig]:
-        """Two views with BYOL's asymmetric Gaussian-blur probabilities 1.0 and 0.1.
+        """BYOL's two asymmetric views (Grill et al. 2020, App. B): Gaussian blur with probability 1.0 and 0.1,
+        solarisation with probability 0 and 0.2, colour jitter (0.4, 0.4, 0.2, 0.1) with probability 0.8, grayscale
+        0.2 (the last two RGB only, as the solarisation).
 
         The paper's blur σ ∈ [0.1, 2.0] px is for 224 px images; it is scaled to ``image_size``
-        (:func:`~geossl.augment.views.paper_blur_sigma`).
+        (:func:`~geossl.augment.views.paper_blur_sigma`). Crops of scale 0.2-1, as every method's two-view default
+        (:class:`~geossl.augment.views.ViewConfig`); the paper's 0.08-1 was not measured here.
         """
-        common = {"size": image_size, "vflip": 0.5 if overhead else 0.0, "blur_sigma": paper_blur_sigma(image_size)}
-        return [ViewConfig(blur=1.0, **common), ViewConfig(blur=0.1, **common)]
+        common = {
+            "size": image_size, "vflip": 0.5 if overhead else 0.0, "blur_sigma": paper_blur_sigma(image_size),
+            "color_amounts": BYOL_COLOR_AMOUNTS,
+        }
+        return [ViewConfig(blur=1.0, **common), ViewConfig(blur=0.1, solarize=0.2, **common)]
 
     def training_step(self, views: list[torch.Tensor]) -> StepOutput:
         """L(q_a, z'_b) + L(q_b, z'_a); with local crops, the same total weight spread over every view j predicting
