@@ -28,6 +28,11 @@ class BarlowTwins(Method):
     backbone) and made a 64 px step 6x slower than the bare backbone on CPU (``benchmarks/results/method_overhead.md``);
     the paper reports accuracy still improving with the width, so use 8192 where compute allows.
 
+    Views: the shared two-view default (:meth:`~geossl.methods.base.Method.default_views`: crops of scale 0.2-1,
+    colour jitter of strength 0.5, grayscale, no blur or solarisation); the paper's are BYOL's asymmetric pair (blur
+    1.0 / 0.1, solarisation 0 / 0.2, :meth:`~geossl.methods.byol.BYOL.default_views`), which a ``views:`` list in
+    the run's YAML config sets (not measured here).
+
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
         hidden_dim: projector hidden width.

@@ -124,6 +124,10 @@ class Method(nn.Module):
     def default_views(cls, image_size: int, overhead: bool) -> list[ViewConfig]:
         """The method's views for images of ``image_size`` px; two identical distributions by default.
 
+        The shared default is :class:`~geossl.augment.views.ViewConfig`'s: crops of scale 0.2-1, colour jitter of
+        SimCLR's strength 0.5 with probability 0.8, grayscale 0.2, no blur or solarisation. Methods whose papers
+        prescribe other views override this (BYOL, SwAV, DINO, BAM).
+
         Args:
             image_size: side of the input images.
             overhead: aerial/satellite imagery (adds vertical flips: no canonical orientation).

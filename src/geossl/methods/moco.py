@@ -37,6 +37,10 @@ class MoCoV2(Method):
     and the keys in ``bn_splits`` groups of a random permutation (8 groups: the paper's 8 GPUs, also MoCo's
     CIFAR demo). This costs several smaller backbone calls (same FLOPs); ``bn_splits=1`` gives a single pass.
 
+    Views: the shared two-view default (:meth:`~geossl.methods.base.Method.default_views`: crops of scale 0.2-1,
+    colour jitter of strength 0.5, grayscale, no blur or solarisation); the paper's add a Gaussian blur with
+    probability 0.5, which a ``views:`` list in the run's YAML config sets (not measured here).
+
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
         temperature: τ.
@@ -127,6 +131,11 @@ class MoCoV3(Method):
     ResNet-50 recipe differs: τ 1.0, 2-layer projector, LARS with lr 0.3-0.6 per 256 images depending on the
     schedule and weight decay 1e-6 (``temperature``, ``projector_layers`` and the config's optimiser settings
     reproduce it).
+
+    Views: the shared two-view default (:meth:`~geossl.methods.base.Method.default_views`: crops of scale 0.2-1,
+    colour jitter of strength 0.5, grayscale, no blur or solarisation); the paper's are BYOL's asymmetric pair (blur
+    1.0 / 0.1, solarisation 0 / 0.2, :meth:`~geossl.methods.byol.BYOL.default_views`), which a ``views:`` list in
+    the run's YAML config sets (not measured here).
 
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.

@@ -27,6 +27,9 @@ class SimCLR(Method):
     together (as SimCLR's global BN) and the step costs exactly a backbone forward+backward.
     Local crops (multi-crop, ``--local-crops N``) are taken after the two global views.
 
+    Views: the shared two-view default (:meth:`~geossl.methods.base.Method.default_views`), the paper's CIFAR-10
+    views (App. B.9: colour jitter of strength 0.5, no blur) with crops of scale 0.2-1 instead of 0.08-1.
+
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
         temperature: τ of NT-Xent.

@@ -26,6 +26,11 @@ class VICReg(Method):
     (``optim_defaults``). As for Barlow Twins, the 8192-wide expander dominates
     the cost of a step on small images; ``hidden_dim``/``projection_dim`` shrink it.
 
+    Views: the shared two-view default (:meth:`~geossl.methods.base.Method.default_views`: crops of scale 0.2-1,
+    colour jitter of strength 0.5, grayscale, no blur or solarisation); the paper's are BYOL's asymmetric pair (blur
+    1.0 / 0.1, solarisation 0 / 0.2, :meth:`~geossl.methods.byol.BYOL.default_views`), which a ``views:`` list in
+    the run's YAML config sets (not measured here).
+
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
         hidden_dim: expander hidden width.
