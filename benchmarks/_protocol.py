@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from _common import REPO, RESULTS, commit, cpu_name
 
-from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment
+from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment, ViewConfig
 from geossl.cpu_memory import keep_freed_memory
 from geossl.methods.registry import METHODS
 from geossl.methods.regularizers import build_regularizer
@@ -35,7 +35,7 @@ RUNS = REPO / "benchmarks" / "runs"
 
 
 def method_and_views(name: str | type, data, method_args: dict | None = None, image_size: int | None = None,
-                     local_crops: int | None = None):
+                     local_crops: int | None = None, views: list[dict] | None = None):
     """A fresh method (channels-last, ResNet-18, seeded) and the augmentation producing its default views.
 
     Args:
@@ -44,11 +44,15 @@ def method_and_views(name: str | type, data, method_args: dict | None = None, im
         method_args: overrides of the method's defaults.
         image_size: side of the images the views are made for (default: the data's).
         local_crops: local crops after the 2 global views, as ``pretrain --local-crops`` (default: the method's).
+        views: the views as dicts of ViewConfig fields, as the run config's ``views`` (default: the method's).
     """
     cls = METHODS[name] if isinstance(name, str) else name
     norm = Normalization(data.mean, data.std, data.value_scale)
-    views = default_views(cls, image_size or data.image_size[0], True, local_crops)
-    augment = MultiViewAugment([ViewAugment(v, norm, data.is_rgb) for v in views])
+    if views is None:
+        configs = default_views(cls, image_size or data.image_size[0], True, local_crops)
+    else:
+        configs = [ViewConfig.from_dict(v) for v in views]
+    augment = MultiViewAugment([ViewAugment(v, norm, data.is_rgb) for v in configs])
     torch.manual_seed(0)
     method = cls(build_backbone("resnet18", data.num_bands), **(method_args or {}))
     return method.to(memory_format=torch.channels_last), augment
@@ -86,14 +90,14 @@ def full_training_step(method: torch.nn.Module, augment, images: torch.Tensor, *
 
 def train_step_seconds(name: str, data, batch_size: int, method_args: dict | None = None, regularizer: str | None = None,
                        n_steps: int = 4, regularizer_args: dict | None = None, local_crops: int | None = None,
-                       precision: str = "32-true") -> float:
+                       precision: str = "32-true", views: list[dict] | None = None) -> float:
     """Median time of a full training step (views, forward, backward, optimiser step, EMA update), first step excluded.
 
     Two batch-64 runs of 2026-12-04, each started as the previous run ended, were sized from steps timed 1.4x slower
     than the runs then went (SimSiam 62.5 against 88.6 img/s, DINO 31.8 against 45.2); on an idle machine 3 and 16
     timed steps agree with the run (DINO at batch 64: 46.0 and 43.7 img/s), so the step count is not the cause.
     ``--epochs`` overrides the sizing."""
-    method, augment = method_and_views(name, data, method_args, local_crops=local_crops)
+    method, augment = method_and_views(name, data, method_args, local_crops=local_crops, views=views)
     # the arguments the run will use (the method's defaults for this regulariser, then the caller's), as pretrain merges them
     reg = None
     if regularizer:
@@ -116,14 +120,15 @@ def run_row(name: str, data, data_path: str, *, budget_min: float, batch_size: i
     """Pretrain ``name`` within the budget, evaluate it and its random-init twin, and return the table row.
 
     ``run_options``: PretrainConfig fields off the method's defaults (``optimizer``, ``lr``, ``weight_decay``,
-    ``local_crops``, ``precision``)."""
+    ``local_crops``, ``precision``, ``views``)."""
     started_on = commit()  # the code that runs; HEAD may move during a 40-minute run
     # pretrain keeps freed memory on the CPU (geossl.cpu_memory); the steps that size the epochs must run the same way
     if not torch.cuda.is_available():
         keep_freed_memory()
     step_s = train_step_seconds(name, data, batch_size, method_args, regularizer, regularizer_args=regularizer_args,
                                 local_crops=(run_options or {}).get("local_crops"),
-                                precision=(run_options or {}).get("precision", "32-true"))
+                                precision=(run_options or {}).get("precision", "32-true"),
+                                views=(run_options or {}).get("views"))
     epoch_s = step_s * (len(data.train) // batch_size)
     # 8% of the budget is kept for the online kNN evaluations and checkpoints
     epochs = epochs or max(1, math.floor(0.92 * budget_min * 60 / epoch_s))

@@ -11,6 +11,7 @@ names the commit it ran on, so the table can be filled over several sessions.
 
 Usage: python benchmarks/zoo_eurosat.py --method byol [--budget-min 40] [--epochs N] [--batch-size 256]
        python benchmarks/zoo_eurosat.py --method swav --set queue_length=3840   # a method argument off its default
+       python benchmarks/zoo_eurosat.py --method byol --view 1.solarize=0.2   # a view field off its default
        python benchmarks/zoo_eurosat.py --render   # re-render the table from its JSON
 """
 
@@ -24,9 +25,12 @@ import statistics
 from _common import RESULTS, SHARED_DATA, markdown_table, write_results
 from _protocol import PROTOCOL_NOTE, accumulate, ordered_rows, run_row
 
+from geossl.augment.views import ViewConfig
 from geossl.cli import _parse_sets
 from geossl.data import load_data
+from geossl.errors import GeosslError
 from geossl.methods.registry import METHODS
+from geossl.train.run import default_views
 
 ORDER = ["simclr", "moco-v2", "moco-v3", "byol", "simsiam", "barlow-twins", "vicreg", "swav", "dino", "mmcr"]
 
@@ -57,6 +61,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="a method argument off its default (repeatable); the variant gets its own row, named after it")
+    parser.add_argument("--view", action="append", metavar="[N.]KEY=VALUE",
+                        help="a field of the method's default views (geossl.augment.views.ViewConfig) off its default, "
+                             "in every view or only in view N (from 0); repeatable; a variant row named after it, "
+                             "e.g. --view 1.solarize=0.2")
     parser.add_argument("--optimizer", default=None, help="off the method's default (the variant gets its own row)")
     parser.add_argument("--lr", type=float, default=None, help="base lr per 256 images, off the method's default")
     parser.add_argument("--weight-decay", type=float, default=None, help="off the method's default")
@@ -78,9 +86,14 @@ def main() -> None:
         # the zoo's batch is 256 for every method; another batch is a variant too (the lr scales linearly with it)
         batch = {"batch_size": args.batch_size} if args.batch_size != 256 else {}
         overrides = {**method_args, **run_options, **batch}
+        view_words = [f"views.{item.replace(' ', '')}" for item in args.view or []]
+        if args.view:
+            run_options["views"] = edited_views(args.method, data.image_size[0], args.local_crops, args.view)
+            overrides["views"] = run_options["views"]
         # a variant gets its own row (and run directory) next to the defaults' row, e.g. "swav queue_length=3840"
         # another seed is a row of its own too (rows are keyed by this label), e.g. "swav local_crops=0 seed=1"
-        tag = " ".join([args.method, *(f"{k}={v}" for k, v in overrides.items()), *([f"seed={args.seed}"] if args.seed else [])])
+        settings = [f"{k}={v}" for k, v in overrides.items() if k != "views"]
+        tag = " ".join([args.method, *settings, *view_words, *([f"seed={args.seed}"] if args.seed else [])])
         row = run_row(args.method, data, args.data, budget_min=args.budget_min, batch_size=args.batch_size, seed=args.seed,
                       epochs=args.epochs, method_args=method_args, tag=tag, run_options=run_options)
         row["status"] = "ok" if row["kNN gain vs random"] >= 10 else f"FAILS (+{row['kNN gain vs random']:.1f} < +10)"
@@ -88,6 +101,23 @@ def main() -> None:
             row["overrides"] = overrides
         rows = accumulate("zoo_eurosat", row)
     render(rows)
+
+
+def edited_views(method: str, image_size: int, local_crops: int | None, items: list[str]) -> list[dict]:
+    """The method's default views for ``image_size`` px overhead images (as dicts of ViewConfig fields) with the
+    ``--view`` edits: ``KEY=VALUE`` sets the field in every view, ``N.KEY=VALUE`` in view N only.
+
+    Raises:
+        GeosslError: on an unknown field, a view index out of range or an invalid value.
+    """
+    views = [v.to_dict() for v in default_views(METHODS[method], image_size, True, local_crops)]
+    for key, value in _parse_sets(items, option="--view", what="a view field").items():
+        index, _, field = key.rpartition(".")
+        if index and not (index.isdigit() and int(index) < len(views)):
+            raise GeosslError(f"--view {key}: the view index must be 0-{len(views) - 1}, got '{index}'")
+        for i in [int(index)] if index else range(len(views)):
+            views[i][field] = value
+    return [ViewConfig.from_dict(v).to_dict() for v in views]  # validates the fields and values
 
 
 def configuration(label: str) -> str:
@@ -169,9 +199,8 @@ def render(rows: dict) -> None:
         "advice) since commit b380a16; the row `dino head_layers=3 out_dim=4096 momentum=0.996 lr=0.03 weight_decay=0.0001 "
         "unscaled_blur` ran with 0.4-1. Rows named `unscaled_blur` (every SwAV and DINO row before 2026-12-05 22:00) blurred "
         "with the papers' σ of 0.1-2 px at 64 px, not scaled to the image size as BYOL's always was (0.1-0.57 px at 64 px; "
-        "``geossl.augment.views.paper_blur_sigma``). Rows named `no_solarize` (every BYOL row before 2026-12-06 11:00) "
-        "ran with SimCLR's small-image jitter (saturation 0.4) and no solarisation, not BYOL's views (saturation 0.2, "
-        "solarisation 0 / 0.2 on the two views). Rows named "
+        "``geossl.augment.views.paper_blur_sigma``). Words `views.[N.]KEY=VALUE` in a row's name: a field of the "
+        "method's default views set in every view (or in view N), as the script's `--view` does. Rows named "
         "`precision=bf16-mixed` ran the backbone and heads in bfloat16 (every loss in float32; the CPU has AMX), sized "
         "from steps timed that way: about 2x the steps of float32 in the same time (benchmarks/results/cpu_precision.md). "
         "Row names list what differs from the method's current defaults: SimSiam's defaults changed on 2026-12-05 (to the "

@@ -51,3 +51,18 @@ def test_summary_groups_seeds_keeps_defaults_and_multi_seed_variants(zoo) -> Non
     assert byol["seeds over +10"] == "1 of 3"
     assert summary["byol batch_size=64"]["epochs"] == "9, 10"
     assert summary["byol batch_size=64"]["seeds over +10"] == "2 of 2"
+
+
+def test_view_edits_apply_to_every_view_or_one_and_are_checked(zoo) -> None:
+    from geossl.errors import GeosslError
+
+    views = zoo.edited_views("byol", 64, None, ["color_amounts=[0.4,0.4,0.4,0.1]", "1.solarize=0.5"])
+    assert [v["color_amounts"] for v in views] == [[0.4, 0.4, 0.4, 0.1]] * 2
+    assert [v["solarize"] for v in views] == [0.0, 0.5]
+    assert [v["blur"] for v in views] == [1.0, 0.1]  # the rest stays the method's
+    with pytest.raises(GeosslError, match="view index"):
+        zoo.edited_views("byol", 64, None, ["2.solarize=0.2"])
+    with pytest.raises(GeosslError, match="unknown view option"):
+        zoo.edited_views("byol", 64, None, ["solarise=0.2"])
+    with pytest.raises(GeosslError, match="probability"):
+        zoo.edited_views("byol", 64, None, ["solarize=2"])

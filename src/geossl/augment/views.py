@@ -36,10 +36,6 @@ from geossl.errors import GeosslError
 PAPER_BLUR_SIGMA = (0.1, 2.0)
 
 
-#: BYOL's colour jitter: brightness, contrast, saturation and hue amounts (Grill et al. 2020, App. B; also DINO's).
-BYOL_COLOR_AMOUNTS = (0.4, 0.4, 0.2, 0.1)
-
-
 def paper_blur_sigma(image_size: int) -> tuple[float, float]:
     """The papers' blur σ range, 0.1-2.0 px at 224 px, scaled to images of ``image_size`` px (floored at 0.1 px).
 

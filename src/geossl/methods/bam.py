@@ -39,8 +39,8 @@ class BAM(Method):
     - Views: 2 global crops (scale 0.25-1) + 6 local crops (scale 0.05-0.25, 96/224 of the image size), the
       released scripts' multi-crop; blur 1.0 / 0.1 on the global crops and 0.5 on the local ones (σ 0.1-2.0 px scaled
       by the image size / 224, since 2026-12-05; the transport table's BAM rows ran unscaled) and colour jitter
-      (0.4, 0.4, 0.4, 0.1) = strength 0.5, as the authors' ``DataAugmentationDINO`` (solarisation of the second global
-      crop is not available in :class:`ViewConfig`).
+      (0.4, 0.4, 0.4, 0.1) = strength 0.5, as the authors' ``DataAugmentationDINO``, without its solarisation of the
+      second global crop (p 0.2; ``ViewConfig.solarize``, not measured with BAM).
     - Projector: 3 linear layers D → 2048 → 2048 → 256 with BatchNorm and ReLU (:class:`ProjectionHead`). The
       paper's 4096 → 4096 GELU head without BatchNorm is its ViT recipe; for a ResNet we use the BatchNorm MLP of the
       library's other multi-crop ResNet methods (SwAV, 2048 hidden), which is also the authors' code default

@@ -199,8 +199,9 @@ class DINO(Method):
         Paper: 2 x 224 + 10 x 96 px (authors' code default: 8 local crops); 6 here as SwAV, to bound CPU cost.
         Local crops are 96/224 of ``image_size`` (multiple of 8, >= 16 px). Blur probabilities 1.0 and 0.1 on the
         two global crops and 0.5 on the local ones, σ the paper's 0.1-2.0 px scaled by ``image_size`` / 224; colour
-        jitter (0.4, 0.4, 0.2, 0.1) is close to strength 0.5 (solarisation of the second global crop is not available
-        in :class:`ViewConfig`).
+        jitter of strength 0.5, (0.4, 0.4, 0.4, 0.1) against the paper's (0.4, 0.4, 0.2, 0.1), and no solarisation
+        (the paper: p 0.2 on the second global crop). The zoo's DINO rows ran with these views; BYOL's
+        (:meth:`~geossl.methods.byol.BYOL.default_views`) show how to set the paper's in a ``views:`` list.
         """
         if n_local is None:
             n_local = default_local_crops(image_size)
