@@ -34,8 +34,8 @@ class BYOL(Method):
     to 2026-12-04) -3.4 in 7. At batch 64, four times the steps in the same time, these defaults gave +11.7, +10.8
     and +13.4 (a mean of +12.0; the paper's values +10.7): on a short budget BYOL needs steps more than batch. The
     paper's setting is ``--set predictor_lr_scale=1 --set momentum=0.996``. Views (:meth:`default_views`): the
-    paper's asymmetric blur on the shared two views; its solarisation and colour jitter cost 2-3 kNN points at the
-    zoo's budget (measured) and its crops of scale 0.08-1 were not tried (here 0.2-1).
+    paper's asymmetric blur on the shared two views; its solarisation cost 2.3 kNN points at the zoo's budget
+    (measured), its colour jitter nothing, and its crops of scale 0.08-1 were not tried (here 0.2-1).
 
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
@@ -97,9 +97,9 @@ class BYOL(Method):
         The paper's blur σ ∈ [0.1, 2.0] px is for 224 px images; it is scaled to ``image_size``
         (:func:`~geossl.augment.views.paper_blur_sigma`). The rest of the paper's views are left out, measured: its
         solarisation of the second view (probability 0.2) and colour jitter (0.4, 0.4, 0.2, 0.1; here strength 0.5,
-        saturation 0.4) reached +7.8 kNN over random init in the zoo (EuroSAT, batch 256, 10 epochs, seed 0)
-        against +10.4, +9.9 and +9.8 with these views (``benchmarks/results/zoo_eurosat.md``, row
-        ``byol views.color_amounts=[0.4,0.4,0.2,0.1] views.1.solarize=0.2``). A ``views:`` list in the run's YAML
+        saturation 0.4) reached +7.8 kNN over random init in the zoo (EuroSAT, batch 256, 10 epochs, seed 0), its
+        jitter alone +10.1, against +10.4, +9.9 and +9.8 with these views (``benchmarks/results/zoo_eurosat.md``,
+        rows ``byol views.…``; ``benchmarks/diagnostics/README.md``). A ``views:`` list in the run's YAML
         config sets them: ``[{blur: 1.0, color_amounts: [0.4, 0.4, 0.2, 0.1]}, {blur: 0.1, solarize: 0.2,
         color_amounts: [0.4, 0.4, 0.2, 0.1]}]`` (with ``size`` and, for overhead imagery, ``vflip: 0.5``; the blur σ
         is then the unscaled 0.1-2 px unless ``blur_sigma`` is given).
