@@ -77,7 +77,7 @@ def main() -> None:
         parser.error("--method is required (or --render)")
 
     if args.render:
-        rows = {r["method"]: r for r in json.loads((RESULTS / "zoo_eurosat.json").read_text())["rows"]}
+        rows = accumulate("zoo_eurosat", None)
     else:
         data = load_data(args.data, split=(0.6, 0.2, 0.2), seed=0)
         method_args = _parse_sets(args.set)
@@ -86,14 +86,14 @@ def main() -> None:
         # the zoo's batch is 256 for every method; another batch is a variant too (the lr scales linearly with it)
         batch = {"batch_size": args.batch_size} if args.batch_size != 256 else {}
         overrides = {**method_args, **run_options, **batch}
-        view_words = [f"views.{item.replace(' ', '')}" for item in args.view or []]
-        if args.view:
-            run_options["views"] = edited_views(args.method, data.image_size[0], args.local_crops, args.view)
-            overrides["views"] = run_options["views"]
         # a variant gets its own row (and run directory) next to the defaults' row, e.g. "swav queue_length=3840"
         # another seed is a row of its own too (rows are keyed by this label), e.g. "swav local_crops=0 seed=1"
-        settings = [f"{k}={v}" for k, v in overrides.items() if k != "views"]
-        tag = " ".join([args.method, *settings, *view_words, *([f"seed={args.seed}"] if args.seed else [])])
+        settings = [f"{k}={v}" for k, v in overrides.items()]
+        if args.view:  # named by the edits as typed; the row stores the full views
+            run_options["views"] = overrides["views"] = edited_views(args.method, data.image_size[0], args.local_crops,
+                                                                     args.view)
+            settings += [f"views.{item.replace(' ', '')}" for item in args.view]
+        tag = " ".join([args.method, *settings, *([f"seed={args.seed}"] if args.seed else [])])
         row = run_row(args.method, data, args.data, budget_min=args.budget_min, batch_size=args.batch_size, seed=args.seed,
                       epochs=args.epochs, method_args=method_args, tag=tag, run_options=run_options)
         row["status"] = "ok" if row["kNN gain vs random"] >= 10 else f"FAILS (+{row['kNN gain vs random']:.1f} < +10)"
