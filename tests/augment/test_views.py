@@ -28,13 +28,14 @@ def test_forced_horizontal_flip_mirrors_the_image():
 def test_views_differ_per_sample_and_keep_shape_for_any_band_count():
     norm = Normalization([0.0] * 7, [1.0] * 7, 1e-4)
     x = torch.rand(8, 7, 32, 32) * 10000
-    aug = MultiViewAugment([ViewAugment(ViewConfig(size=24, band_dropout=0.2), norm, rgb=False)] * 2)
+    cfg = ViewConfig(size=24, band_dropout=0.2).without_rgb_only()
+    aug = MultiViewAugment([ViewAugment(cfg, norm, rgb=False)] * 2)
     g = torch.Generator().manual_seed(0)
     v1, v2 = aug(x, g)
     assert v1.shape == (8, 7, 24, 24) and torch.isfinite(v1).all()
     assert not torch.allclose(v1, v2)
     # Same image twice in a batch gets different crops.
-    same = ViewAugment(ViewConfig(), norm, rgb=False)(x[:1].repeat(2, 1, 1, 1), g)
+    same = ViewAugment(ViewConfig().without_rgb_only(), norm, rgb=False)(x[:1].repeat(2, 1, 1, 1), g)
     assert not torch.allclose(same[0], same[1])
 
 
@@ -81,8 +82,10 @@ def test_solarisation_matches_torchvision_on_rgb_and_skips_other_bands():
     expected = norm.normalize(TF.solarize(x.float() / 255, threshold=0.5))
     assert torch.allclose(out, expected, atol=1e-5)
     assert not torch.allclose(out, norm(x), atol=1e-3)
-    # Solarisation is defined for intensities in [0, 1]: other band sets are left alone.
-    other = ViewAugment(_identity_config(solarize=1.0), norm, rgb=False)(x)
+    # Solarisation is defined for intensities in [0, 1]: on other data it is refused, or skipped if allowed.
+    with pytest.raises(GeosslError, match=r"solarize \(1.0\).*8-bit RGB"):
+        ViewAugment(_identity_config(solarize=1.0), norm, rgb=False)
+    other = ViewAugment(_identity_config(solarize=1.0, allow_rgb_only=True), norm, rgb=False)(x)
     assert torch.allclose(other, norm(x), atol=1e-5)
 
 
@@ -138,3 +141,33 @@ def test_new_view_options_round_trip_and_are_checked():
         ViewConfig(color_amounts=(0.4, 0.4, 0.2))
     with pytest.raises(GeosslError, match="probability"):
         ViewConfig(solarize=1.5)
+
+
+def test_rgb_only_operations_on_other_data_are_refused_unless_allowed():
+    norm = Normalization([0.0] * 4, [1.0] * 4, 1e-4)
+    x = torch.rand(3, 4, 8, 8) * 10000
+    with pytest.raises(GeosslError) as error:
+        ViewAugment(ViewConfig(), norm, rgb=False)
+    message = str(error.value)
+    assert "color_jitter (0.8), grayscale (0.2)" in message and "color_jitter: 0, grayscale: 0" in message
+    assert "allow_rgb_only: true" in message and "\n" not in message
+    with pytest.raises(GeosslError, match="solarize"):
+        ViewAugment(ViewConfig(color_jitter=0.0, grayscale=0.0, solarize=0.1), norm, rgb=False)
+    # Allowed, they are skipped: the same view as without them, draw for draw.
+    skipped = ViewAugment(ViewConfig(allow_rgb_only=True), norm, rgb=False)(x, torch.Generator().manual_seed(1))
+    without = ViewAugment(ViewConfig().without_rgb_only(), norm, rgb=False)(x, torch.Generator().manual_seed(1))
+    assert torch.equal(skipped, without)
+    # On RGB data the flag changes nothing, and nothing is refused.
+    rgb_norm = Normalization([0.5] * 3, [0.25] * 3, 1 / 255)
+    image = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    plain = ViewAugment(ViewConfig(solarize=0.5), rgb_norm, rgb=True)(image, torch.Generator().manual_seed(2))
+    flagged = ViewAugment(ViewConfig(solarize=0.5, allow_rgb_only=True), rgb_norm, rgb=True)
+    assert torch.equal(plain, flagged(image, torch.Generator().manual_seed(2)))
+
+
+def test_without_rgb_only_turns_off_exactly_the_rgb_only_operations():
+    cfg = ViewConfig(size=32, blur=0.5, solarize=0.2, band_dropout=0.1)
+    off = cfg.without_rgb_only()
+    assert off.rgb_only_operations() == [] and cfg.rgb_only_operations() == ["color_jitter", "grayscale", "solarize"]
+    assert (off.color_jitter, off.grayscale, off.solarize) == (0.0, 0.0, 0.0)
+    assert off.to_dict() | {"color_jitter": 0.8, "grayscale": 0.2, "solarize": 0.2} == cfg.to_dict()

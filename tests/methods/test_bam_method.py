@@ -29,7 +29,9 @@ def make_views(in_chans: int, n_local: int = 2):
     """The method's default views (2 global + ``n_local`` local crops) on random raw images."""
     rgb = in_chans == 3
     norm = Normalization(mean=[0.5] * in_chans, std=[0.25] * in_chans, value_scale=1 / 255 if rgb else 1.0)
-    augment = MultiViewAugment([ViewAugment(cfg, norm, rgb=rgb) for cfg in BAM.default_views(SIZE, overhead=not rgb, n_local=n_local)])
+    configs = BAM.default_views(SIZE, overhead=not rgb, n_local=n_local)
+    configs = configs if rgb else [cfg.without_rgb_only() for cfg in configs]  # what the engine runs on such data
+    augment = MultiViewAugment([ViewAugment(cfg, norm, rgb=rgb) for cfg in configs])
     g = torch.Generator().manual_seed(in_chans)
 
     def batch() -> list[torch.Tensor]:

@@ -11,7 +11,8 @@ Pipeline of :class:`ViewAugment` (raw values in, normalised values out):
 2. random resized crop + flips (+ rot90), one ``grid_sample`` per batch
 3. RGB only: colour jitter (brightness, contrast, saturation, hue), random grayscale (SimCLR,
    Chen et al. 2020, App. A), Gaussian blur and solarisation (BYOL, Grill et al. 2020, App. B);
-   jitter, grayscale and solarisation are not defined for other band counts
+   jitter, grayscale and solarisation are not defined for other data, where a view that asks for
+   them is an error unless it sets ``allow_rgb_only`` (spec ``remote_sensing.md`` §2)
 4. per-band normalisation with the dataset's mean and std
 5. non-RGB: band-wise gain/offset jitter and band dropout (spec ``remote_sensing.md`` §2), the
    spectrally safe substitutes for colour jitter, then the optional Gaussian blur
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,10 @@ def paper_blur_sigma(image_size: int) -> tuple[float, float]:
     return (low, max(low, high * image_size / 224))
 
 
+#: The :class:`ViewConfig` probabilities of operations defined for 8-bit RGB only.
+RGB_ONLY = ("color_jitter", "grayscale", "solarize")
+
+
 @dataclass
 class ViewConfig:
     """Parameters of one view distribution. Defaults follow SimCLR's small-image recipe.
@@ -61,7 +66,7 @@ class ViewConfig:
         hflip: probability of a horizontal flip.
         vflip: probability of a vertical flip (overhead imagery has no canonical orientation).
         rot90: draw a random multiple of 90° (overhead imagery).
-        color_jitter: probability of colour jitter (RGB only).
+        color_jitter: probability of colour jitter (RGB only, see ``allow_rgb_only``).
         color_strength: SimCLR strength s: brightness, contrast, saturation 0.8 s and hue 0.2 s.
         color_amounts: brightness, contrast, saturation and hue amounts (torchvision ``ColorJitter``'s arguments),
             instead of those of ``color_strength``; e.g. BYOL's (0.4, 0.4, 0.2, 0.1).
@@ -74,6 +79,11 @@ class ViewConfig:
             are for 224-px views: the methods scale them with :func:`paper_blur_sigma`).
         solarize: probability of solarisation (RGB only): values of at least 0.5 become 1 − value, as
             torchvision's ``solarize(threshold=0.5)`` on images in [0, 1] (BYOL, Grill et al. 2020, App. B).
+        allow_rgb_only: what a view that asks for colour jitter, grayscale or solarisation does on data that are not
+            8-bit RGB, where those are not defined (a jittered multispectral image "has no guarantee" to be a
+            plausible one of the same class, spec ``remote_sensing.md`` §2): False (default), :class:`ViewAugment`
+            refuses it with an error; True, they are skipped on such data. The methods' default views leave them
+            out on such data (:meth:`without_rgb_only`), so that only views set by hand need this.
     """
 
     size: int | None = None
@@ -92,6 +102,7 @@ class ViewConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     color_amounts: tuple[float, float, float, float] | None = None
     solarize: float = 0.0
+    allow_rgb_only: bool = False
 
     def __post_init__(self) -> None:
         if self.color_amounts is not None and len(self.color_amounts) != 4:
@@ -107,6 +118,15 @@ class ViewConfig:
             return self.color_amounts
         s = self.color_strength
         return (0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)
+
+    def rgb_only_operations(self) -> list[str]:
+        """The fields of the RGB-only operations this view applies with a non-zero probability, in :data:`RGB_ONLY`."""
+        return [name for name in RGB_ONLY if getattr(self, name) > 0]
+
+    def without_rgb_only(self) -> ViewConfig:
+        """This view with its RGB-only operations (colour jitter, grayscale, solarisation) off: what it does on data
+        that are not 8-bit RGB."""
+        return replace(self, **{name: 0.0 for name in RGB_ONLY})
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -249,6 +269,30 @@ def _random_blur(x: torch.Tensor, cfg: ViewConfig, generator: torch.Generator | 
     return torch.where(apply, _gaussian_blur(x, sigma), x)
 
 
+def check_rgb_only(config: ViewConfig, rgb: bool, name: str = "the view") -> None:
+    """Refuse a view that asks for RGB-only operations on data that are not 8-bit RGB, unless it allows skipping them.
+
+    Spec ``remote_sensing.md`` §2: colour jitter, grayscale and solarisation raise an error on other data unless
+    ``allow_rgb_only`` is set.
+
+    Args:
+        config: the view.
+        rgb: whether the data are 8-bit RGB (:attr:`geossl.data.catalog.DataSplits.is_rgb`).
+        name: how the error names the view, e.g. ``"view 1"``.
+
+    Raises:
+        GeosslError: ``config`` asks for one of them, the data are not RGB and ``config.allow_rgb_only`` is False.
+    """
+    asked = config.rgb_only_operations()
+    if rgb or config.allow_rgb_only or not asked:
+        return
+    raise GeosslError(
+        f"{name} asks for {', '.join(f'{a} ({getattr(config, a)})' for a in asked)}, defined for 8-bit RGB only, "
+        f"but the data are not 8-bit RGB; set {', '.join(f'{a}: 0' for a in asked)} in it, "
+        "or allow_rgb_only: true to skip them on these data"
+    )
+
+
 class ViewAugment:
     """One random view of a batch: raw images in, normalised augmented images out.
 
@@ -256,14 +300,19 @@ class ViewAugment:
         config: the view distribution.
         normalization: band statistics and value scale of the data.
         rgb: whether the data are 3-band RGB in [0, 1] after scaling, which enables colour
-            jitter, grayscale and solarisation; for any other data those three are skipped and the
-            band-wise jitter is used instead.
+            jitter, grayscale and solarisation; for any other data a view that asks for those three is refused
+            (:func:`check_rgb_only`) unless ``config.allow_rgb_only``, which skips them, and the band-wise jitter is
+            used instead.
+
+    Raises:
+        GeosslError: see :func:`check_rgb_only`.
 
     Shapes:
         __call__(x (B, C, H, W) raw, generator=None) -> (B, C, S, S) float, S = config.size or H.
     """
 
     def __init__(self, config: ViewConfig, normalization: Normalization, rgb: bool) -> None:
+        check_rgb_only(config, rgb)
         self.config = config
         self.normalization = normalization
         self.rgb = rgb

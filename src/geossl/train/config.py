@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from geossl.augment.views import ViewConfig
 from geossl.errors import GeosslError
 
 #: Keys that may change between a run and its resumption without making it a different run.
@@ -123,11 +124,28 @@ def save_yaml_config(config: PretrainConfig, path: Path) -> None:
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Keys (outside :data:`RUNTIME_KEYS`) whose values differ, formatted ``key: old → new``."""
+    """Keys (outside :data:`RUNTIME_KEYS`) whose values differ, formatted ``key: old → new``.
+
+    Views are compared with every :class:`~geossl.augment.views.ViewConfig` field filled in, so that a run saved before
+    a view option existed (whose default changes nothing) still resumes.
+    """
     diffs = []
     for key in sorted(set(old) | set(new)):
         if key in RUNTIME_KEYS:
             continue
-        if old.get(key) != new.get(key):
-            diffs.append(f"{key}: {old.get(key)!r} → {new.get(key)!r}")
+        before, after = old.get(key), new.get(key)
+        if key == "views":
+            before, after = _complete_views(before), _complete_views(after)
+        if before != after:
+            diffs.append(f"{key}: {before!r} → {after!r}")
     return diffs
+
+
+def _complete_views(views: Any) -> Any:
+    """``views`` with each view's missing options at their defaults; as given when they are not views."""
+    if not isinstance(views, list) or not all(isinstance(v, dict) for v in views):
+        return views
+    try:
+        return [ViewConfig.from_dict(v).to_dict() for v in views]
+    except (GeosslError, TypeError):
+        return views

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from geossl.augment.views import ViewConfig, check_rgb_only
 from geossl.cpu_memory import keep_freed_memory
 from geossl.data import DataSplits, load_data
 from geossl.errors import GeosslError, unknown_name_error
@@ -107,25 +108,35 @@ def resolve_config(config: PretrainConfig, data: DataSplits) -> PretrainConfig:
         d["gradient_clip"] = method_cls.optim_defaults.get("gradient_clip")
     if d["views"] is None:
         overhead = data.name not in TORCHVISION_NATURAL
-        d["views"] = [v.to_dict() for v in default_views(method_cls, data.image_size[0], overhead, config.local_crops)]
+        views = default_views(method_cls, data.image_size[0], overhead, config.local_crops, rgb=data.is_rgb)
+        d["views"] = [v.to_dict() for v in views]
+    for i, view in enumerate(d["views"]):
+        # Views set by hand are checked here, before a run directory is made, with the name the user gave them.
+        check_rgb_only(ViewConfig.from_dict(view), data.is_rgb, name=f"views[{i}] of the config")
     return PretrainConfig.from_dict(d)
 
 
-def default_views(method_cls: type, image_size: int, overhead: bool, local_crops: int | None) -> list:
+def default_views(method_cls: type, image_size: int, overhead: bool, local_crops: int | None,
+                  rgb: bool = True) -> list:
     """The method's views, with ``local_crops`` local crops after the 2 global views when given.
 
     Methods defined with multi-crop (SwAV, DINO, BAM) build their own local crops. For the others the local crops are
     the first global view's augmentations at 96/224 of the image size with SwAV's crop scale 0.05-0.14 and the blur
     probability 0.5 of SwAV's and DINO's local crops (Caron et al. 2020, §3.2; 2021, App.).
+
+    On data that are not 8-bit RGB (``rgb=False``) the views leave out the papers' colour jitter, grayscale and
+    solarisation, which are defined for RGB only (:meth:`~geossl.augment.views.ViewConfig.without_rgb_only`); the
+    band-wise jitter of the views takes their place.
     """
     if local_crops is not None and "n_local" in inspect.signature(method_cls.default_views).parameters:
-        return method_cls.default_views(image_size, overhead, n_local=local_crops)
-    views = method_cls.default_views(image_size, overhead)
-    if local_crops:
-        local = dataclasses.replace(views[0], size=local_crop_size(image_size), crop_scale=(0.05, 0.14),
-                                    blur=0.5 if views[0].blur > 0 else 0.0)
-        views = views[:2] + [local] * local_crops
-    return views
+        views = method_cls.default_views(image_size, overhead, n_local=local_crops)
+    else:
+        views = method_cls.default_views(image_size, overhead)
+        if local_crops:
+            local = dataclasses.replace(views[0], size=local_crop_size(image_size), crop_scale=(0.05, 0.14),
+                                        blur=0.5 if views[0].blur > 0 else 0.0)
+            views = views[:2] + [local] * local_crops
+    return views if rgb else [v.without_rgb_only() for v in views]
 
 
 #: Lightning's precision settings that geossl trains with: float32; bfloat16 autocast (CPUs with AVX-512 BF16/AMX
