@@ -126,7 +126,8 @@ class Method(nn.Module):
 
         The shared default is :class:`~geossl.augment.views.ViewConfig`'s: crops of scale 0.2-1, colour jitter of
         SimCLR's strength 0.5 with probability 0.8, grayscale 0.2, no blur or solarisation. Methods whose papers
-        prescribe other views override this (BYOL, SwAV, DINO, BAM).
+        prescribe other views override this (BYOL, SwAV, DINO, BAM). These are RGB views: on other data the engine
+        runs them without their RGB-only operations (:func:`geossl.train.run.default_views`).
 
         Args:
             image_size: side of the input images.
