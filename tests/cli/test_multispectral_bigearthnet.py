@@ -31,7 +31,9 @@ def test_pretrain_and_embed_twelve_band_sentinel2(s2_folder, tmp_path):
     result = invoke("pretrain", "--train-data", s2_folder, "--epochs", 2, "--run-dir", run, *FAST[2:], "--batch-size", 3)
     assert result.exit_code == 0, result.output
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["views"][0]["color_jitter"] > 0  # the RGB option is present but must not apply to 12 bands
+    # the default views leave out the RGB-only operations on 12 bands, and the saved config says so
+    assert [(v["color_jitter"], v["grayscale"], v["solarize"]) for v in config["views"]] == [(0.0, 0.0, 0.0)] * 2
+    assert config["views"][0]["spectral_gain"] == [0.9, 1.1]
     ckpt_info = __import__("torch").load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["hyper_parameters"]["data_info"]
     assert ckpt_info["num_bands"] == 12 and ckpt_info["rgb"] is False
     assert ckpt_info["value_scale"] == pytest.approx(1e-4)

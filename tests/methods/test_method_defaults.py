@@ -76,6 +76,7 @@ def test_paper_values_reach_defaults() -> None:
     # the values the zoo's rows ran with (benchmarks/results/zoo_eurosat.md): a change here changes those rows
     assert BYOL.defaults == {"hidden_dim": 4096, "projection_dim": 256, "momentum": 0.99, "bn_splits": 1,
                              "predictor_lr_scale": 10.0}
+    assert BYOL.optim_defaults == {"optimizer": "lars", "lr": 0.1, "weight_decay": 1.5e-6}  # lr 0.1: not the paper's
     assert DINO.defaults["teacher_temp"] == 0.04 and DINO.defaults["out_dim"] == 2048
 
 
