@@ -31,12 +31,11 @@ class BYOL(Method):
     paper's 0.2), since 2026-12-06. Measured on EuroSAT at batch 256 in 40 CPU minutes
     (``benchmarks/results/zoo_eurosat.md``, 10 epochs each): these defaults +11.9, +12.5 and +13.0 kNN over random
     init (seeds 0-2, a mean of +12.5); with lr 0.2 +10.4, +9.9 and +9.8 (seeds 0-2), with lr 0.4 8 points behind
-    after 2 epochs (stopped); the paper's values +5.5, with only the faster predictor +9.4, with only m 0.99 +6.4 (at lr 0.2);
-    solo-learn's small-image lr 1.0 / wd 1e-5 (the default from 2026-11-22 to 2026-12-04) -3.4 in 7. At batch 64,
-    four times the steps in the same time, the defaults with lr 0.2 gave +11.7, +10.8 and +13.4 (the paper's values
-    +10.7): on a short budget BYOL needs steps more than batch. The paper's setting is ``--lr 0.2 --set
-    predictor_lr_scale=1 --set momentum=0.996``. Views (:meth:`default_views`): the
-    paper's asymmetric blur on the shared two views; its solarisation cost 2.3 kNN points at the zoo's budget
+    after 2 epochs (stopped); the paper's values +5.5, with only the faster predictor +9.4, with only m 0.99 +6.4
+    (at lr 0.2); solo-learn's small-image lr 1.0 / wd 1e-5 (the default from 2026-11-22 to 2026-12-04) -3.4 in 7.
+    At batch 64, four times the steps in the same time, the defaults with lr 0.2 gave +11.7, +10.8 and +13.4 (the
+    paper's values +10.7): on a short budget BYOL needs steps more than batch. The paper's setting is ``--lr 0.2
+    --set predictor_lr_scale=1 --set momentum=0.996``. Views (:meth:`default_views`): the paper's asymmetric blur on the shared two views; its solarisation cost 2.3 kNN points at the zoo's budget
     (measured), its colour jitter nothing, and its crops of scale 0.08-1 were not tried (here 0.2-1).
 
     Args:
