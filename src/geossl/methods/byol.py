@@ -35,8 +35,9 @@ class BYOL(Method):
     (at lr 0.2); solo-learn's small-image lr 1.0 / wd 1e-5 (the default from 2026-11-22 to 2026-12-04) -3.4 in 7.
     At batch 64, four times the steps in the same time, the defaults with lr 0.2 gave +11.7, +10.8 and +13.4 (the
     paper's values +10.7): on a short budget BYOL needs steps more than batch. The paper's setting is ``--lr 0.2
-    --set predictor_lr_scale=1 --set momentum=0.996``. Views (:meth:`default_views`): the paper's asymmetric blur on the shared two views; its solarisation cost 2.3 kNN points at the zoo's budget
-    (measured), its colour jitter nothing, and its crops of scale 0.08-1 were not tried (here 0.2-1).
+    --set predictor_lr_scale=1 --set momentum=0.996``. Views (:meth:`default_views`): the paper's asymmetric blur
+    on the shared two views; its solarisation cost 2.3 kNN points at the zoo's budget (measured), its colour jitter
+    nothing, and its crops of scale 0.08-1 were not tried (here 0.2-1).
 
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
