@@ -215,7 +215,8 @@ def render(rows: dict) -> None:
         "each ran. Rows run since 2026-12-04 22:30 (commit 7c65ac0 on) ran with freed memory "
         "kept for reuse, as the engine now does on the CPU (about 1.1x faster steps, benchmarks/results/cpu_memory.md). "
         "Budgets differ: vicreg and mmcr (rows of 2026-12-03) ran with --budget-min 13 to fit one session and pass at "
-        "that budget; simclr was rerun on 2026-12-04 with --epochs 13, the epochs of its earlier 30-min row, after its "
+        "that budget; barlow-twins kept the 5 epochs (12-17 min) of its first row (2026-11-22) for every seed and passes at "
+        "them; simclr was rerun on 2026-12-04 with --epochs 13, the epochs of its earlier 30-min row, after its "
         "projector gained the output BatchNorm; every other row had 40 min (some with --epochs set, as their status says)."
     )
     write_results("zoo_eurosat", "SSL methods on full EuroSAT under the same CPU budget", ordered,

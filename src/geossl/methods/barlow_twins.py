@@ -31,8 +31,8 @@ class BarlowTwins(Method):
     Views: the shared two-view default (:meth:`~geossl.methods.base.Method.default_views`: crops of scale 0.2-1,
     colour jitter of strength 0.5, grayscale, no blur or solarisation); the paper's are BYOL's asymmetric pair (blur
     1.0 / 0.1, solarisation 0 / 0.2, :meth:`~geossl.methods.byol.BYOL.default_views`), which a ``views:`` list in
-    the run's YAML config sets; with them one seed reached +9.8 kNN over random init in the zoo, against +12.7 and
-    +10.6 with these (``benchmarks/results/zoo_eurosat.md``).
+    the run's YAML config sets; with them one seed reached +9.8 kNN over random init in the zoo, against +12.7,
+    +10.6 and +10.3 with these (seeds 0-2, ``benchmarks/results/zoo_eurosat.md``).
 
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
