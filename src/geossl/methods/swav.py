@@ -67,8 +67,8 @@ class SwAV(Method):
     - Local crops only on images of at least 96 px (:func:`~geossl.methods._multicrop.default_local_crops`). At
       64 px (24-px local crops), 40 CPU minutes on EuroSAT, two crops gave kNN +10.5 and +9.6 over random init (two
       seeds) against +7.3 with 2 + 6 (``benchmarks/results/zoo_eurosat.md``), and +10.9, +11.1 and +12.1 with the
-      blur σ scaled to the image size in 12 epochs (seeds 0-2); lightly's CIFAR-10 benchmark also trains SwAV with two crops.
-      ``--local-crops 6`` restores the paper's views.
+      blur σ scaled to the image size in 12 epochs (seeds 0-2); lightly's CIFAR-10 benchmark also trains SwAV with
+      two crops. ``--local-crops 6`` restores the paper's views.
     - ``n_prototypes = 512`` instead of the paper's 3000 (ImageNet, 1000 classes): the paper's ablation finds
       the number of prototypes has little influence as long as there are "enough", and for the small datasets and
       batches of CPU runs (EuroSAT: 10 classes) 3000 prototypes would each receive a few hundredths of a sample per
