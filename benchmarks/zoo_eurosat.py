@@ -196,8 +196,7 @@ def render(rows: dict) -> None:
         "steps in the same time, which BYOL with the paper's values needed at this budget (+5.5 at batch 256, +10.7 at "
         "batch 64; with a 10x predictor lr and target momentum 0.99, its defaults since 2026-12-05, and lr 0.2, "
         "+10.4, +9.9 and +9.8 at batch 256 and +11.7, +10.8 and +13.4 at batch 64, seeds 0-2); SimSiam, DINO and SwAV "
-        "do not gain enough "
-        "from them. DINO without local crops takes global crops of scale 0.14-1 (the authors' "
+        "do not gain enough from them. DINO without local crops takes global crops of scale 0.14-1 (the authors' "
         "advice) since commit b380a16; the row `dino head_layers=3 out_dim=4096 momentum=0.996 lr=0.03 weight_decay=0.0001 "
         "unscaled_blur` ran with 0.4-1. Rows named `unscaled_blur` (every SwAV and DINO row before 2026-12-05 22:00) blurred "
         "with the papers' σ of 0.1-2 px at 64 px, not scaled to the image size as BYOL's always was (0.1-0.57 px at 64 px; "
@@ -215,8 +214,8 @@ def render(rows: dict) -> None:
         "each ran. Rows run since 2026-12-04 22:30 (commit 7c65ac0 on) ran with freed memory "
         "kept for reuse, as the engine now does on the CPU (about 1.1x faster steps, benchmarks/results/cpu_memory.md). "
         "Budgets differ: vicreg and mmcr (rows of 2026-12-03) ran with --budget-min 13 to fit one session and pass at "
-        "that budget; barlow-twins kept the 5 epochs (12-17 min) of its first row (2026-11-22) for every seed and passes at "
-        "them; simclr was rerun on 2026-12-04 with --epochs 13, the epochs of its earlier 30-min row, after its "
+        "that budget; barlow-twins kept the 5 epochs (12-17 min) of its first row (2026-11-22) for every seed and "
+        "passes at them; simclr was rerun on 2026-12-04 with --epochs 13, the epochs of its earlier 30-min row, after its "
         "projector gained the output BatchNorm; every other row had 40 min (some with --epochs set, as their status says)."
     )
     write_results("zoo_eurosat", "SSL methods on full EuroSAT under the same CPU budget", ordered,
