@@ -34,6 +34,8 @@ def test_pretrain_and_embed_twelve_band_sentinel2(s2_folder, tmp_path):
     # the default views leave out the RGB-only operations on 12 bands, and the saved config says so
     assert [(v["color_jitter"], v["grayscale"], v["solarize"]) for v in config["views"]] == [(0.0, 0.0, 0.0)] * 2
     assert config["views"][0]["spectral_gain"] == [0.9, 1.1]
+    # and they take the band dropout and Gaussian noise of spec remote_sensing.md §2
+    assert [(v["band_dropout"], v["noise_sigma"]) for v in config["views"]] == [(0.1, [0.01, 0.05])] * 2
     ckpt_info = __import__("torch").load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["hyper_parameters"]["data_info"]
     assert ckpt_info["num_bands"] == 12 and ckpt_info["rgb"] is False
     assert ckpt_info["value_scale"] == pytest.approx(1e-4)

@@ -206,6 +206,27 @@ def test_read_s1_and_labels(bigearthnet_dir):
     assert labels == expected and len(labels) >= 1
 
 
+def test_speckle_views_of_real_s1_patches_keep_the_mean_power(bigearthnet_dir):
+    from geossl.augment.spectral import DB_PER_NEPER
+    from geossl.augment.views import Normalization, ViewAugment, ViewConfig
+
+    s1_root = bigearthnet_dir / "BigEarthNet-S1-Example"
+    db = torch.stack([read_bigearthnet_s1(p) for p in sorted(q for q in s1_root.iterdir() if q.is_dir())])
+    mean, std = db.mean(dim=(0, 2, 3)).tolist(), db.std(dim=(0, 2, 3)).tolist()
+    norm = Normalization(mean, std, 1.0)
+    # A SAR view: geometry off, the optical jitter off, speckle of 4 looks on every image.
+    view = ViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.0, color_jitter=0.0, grayscale=0.0,
+                      spectral_gain=(1.0, 1.0), spectral_offset=0.0, speckle=1.0, speckle_looks=(4, 4))
+    out = ViewAugment(view, norm, rgb=False)(db, torch.Generator().manual_seed(0))
+    back = out * torch.tensor(std).view(1, 2, 1, 1) + torch.tensor(mean).view(1, 2, 1, 1)
+    shift = back - db
+    L = torch.tensor(4.0)
+    assert shift.mean().item() == pytest.approx((DB_PER_NEPER * (torch.special.digamma(L) - torch.log(L))).item(), abs=0.02)
+    power, speckled = 10 ** (db / 10), 10 ** (back / 10)
+    ratio = speckled.mean(dim=(2, 3)) / power.mean(dim=(2, 3))
+    assert ((ratio - 1).abs() < 0.03).all(), ratio
+
+
 def test_stacked_patches_as_dataset_and_cached_statistics(bigearthnet_dir, tmp_path, isolated_cache, monkeypatch):
     out = tmp_path / "s2_stacks"
     stacks = []

@@ -11,6 +11,7 @@ from geossl.augment.views import MultiViewAugment, Normalization, ViewAugment
 from geossl.methods.bam import BAM
 from geossl.methods.registry import get_method
 from geossl.nn import build_backbone
+from geossl.train.run import default_views
 
 B, SIZE = 4, 32
 SMALL = {"hidden_dim": 64, "projection_dim": 32}
@@ -29,8 +30,7 @@ def make_views(in_chans: int, n_local: int = 2):
     """The method's default views (2 global + ``n_local`` local crops) on random raw images."""
     rgb = in_chans == 3
     norm = Normalization(mean=[0.5] * in_chans, std=[0.25] * in_chans, value_scale=1 / 255 if rgb else 1.0)
-    configs = BAM.default_views(SIZE, overhead=not rgb, n_local=n_local)
-    configs = configs if rgb else [cfg.without_rgb_only() for cfg in configs]  # what the engine runs on such data
+    configs = default_views(BAM, SIZE, overhead=not rgb, local_crops=n_local, rgb=rgb)  # what the engine runs
     augment = MultiViewAugment([ViewAugment(cfg, norm, rgb=rgb) for cfg in configs])
     g = torch.Generator().manual_seed(in_chans)
 

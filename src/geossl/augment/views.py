@@ -13,9 +13,12 @@ Pipeline of :class:`ViewAugment` (raw values in, normalised values out):
    Chen et al. 2020, App. A), Gaussian blur and solarisation (BYOL, Grill et al. 2020, App. B);
    jitter, grayscale and solarisation are not defined for other data, where a view that asks for
    them is an error unless it sets ``allow_rgb_only`` (spec ``remote_sensing.md`` §2)
-4. per-band normalisation with the dataset's mean and std
-5. non-RGB: band-wise gain/offset jitter and band dropout (spec ``remote_sensing.md`` §2), the
-   spectrally safe substitutes for colour jitter, then the optional Gaussian blur
+4. non-RGB, opt-in: SAR speckle on backscatter in dB (:func:`geossl.augment.spectral.sar_speckle`)
+5. per-band normalisation with the dataset's mean and std
+6. non-RGB: band-wise gain/offset jitter, the optional Gaussian blur, Gaussian noise and band dropout
+   (:mod:`geossl.augment.spectral`, spec ``remote_sensing.md`` §2), the spectrally safe substitutes for colour
+   jitter; the engine's default views on such data turn on the spec's noise and band dropout
+   (:meth:`ViewConfig.with_spectral_defaults`)
 
 The blur is linear and the normalisation a per-band affine map, so blurring before or after
 normalising gives the same view; on RGB it comes before the solarisation, as in BYOL's pipeline.
@@ -30,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from geossl.augment.spectral import band_dropout, gaussian_noise, sar_speckle, spectral_jitter
 from geossl.errors import GeosslError
 
 
@@ -54,6 +58,10 @@ def paper_blur_sigma(image_size: int) -> tuple[float, float]:
 #: The :class:`ViewConfig` probabilities of operations defined for 8-bit RGB only.
 RGB_ONLY = ("color_jitter", "grayscale", "solarize")
 
+#: Band dropout probability and Gaussian noise std range of spec ``remote_sensing.md`` §2 for optical bands that are
+#: not 8-bit RGB: what :meth:`ViewConfig.with_spectral_defaults` sets (not measured here: no large multispectral set).
+SPECTRAL_DEFAULTS = {"band_dropout": 0.1, "noise_sigma": (0.01, 0.05)}
+
 
 @dataclass
 class ViewConfig:
@@ -73,7 +81,14 @@ class ViewConfig:
         grayscale: probability of converting to grayscale (RGB only).
         spectral_gain: per-band multiplicative jitter range (non-RGB), in normalised units.
         spectral_offset: std of the per-band additive jitter (non-RGB), in normalised units.
-        band_dropout: probability of zeroing each band (non-RGB; at least one band is kept).
+        band_dropout: probability of zeroing each band (non-RGB; at least one band is kept). Off here; the engine's
+            default views on non-RGB data use the spec's 0.1 (:meth:`with_spectral_defaults`).
+        noise_sigma: range of the std of additive Gaussian noise (non-RGB), one std per image, in normalised units;
+            (0, 0) is off. Off here; the engine's default views on non-RGB data use the spec's (0.01, 0.05).
+        speckle: probability of SAR speckle, multiplicative Gamma noise on linear power
+            (:func:`~geossl.augment.spectral.sar_speckle`); non-RGB, and the scaled values must be backscatter in
+            dB, as Sentinel-1 patches. Set it by hand for SAR data, with the optical jitter, noise and dropout off.
+        speckle_looks: inclusive range of the speckle's number of looks L, integers >= 1 (spec: 4-10).
         blur: probability of a Gaussian blur.
         blur_sigma: range of the blur's standard deviation, in pixels of the output view (the papers' 0.1-2.0 px
             are for 224-px views: the methods scale them with :func:`paper_blur_sigma`).
@@ -98,6 +113,9 @@ class ViewConfig:
     spectral_gain: tuple[float, float] = (0.9, 1.1)
     spectral_offset: float = 0.02
     band_dropout: float = 0.0
+    noise_sigma: tuple[float, float] = (0.0, 0.0)
+    speckle: float = 0.0
+    speckle_looks: tuple[int, int] = (4, 10)
     blur: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     color_amounts: tuple[float, float, float, float] | None = None
@@ -109,8 +127,18 @@ class ViewConfig:
             raise GeosslError(
                 f"color_amounts takes 4 numbers (brightness, contrast, saturation, hue), got {list(self.color_amounts)}"
             )
-        if not 0 <= self.solarize <= 1:
-            raise GeosslError(f"solarize is a probability in [0, 1], got {self.solarize}")
+        for name in ("solarize", "band_dropout", "speckle"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise GeosslError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
+        lo, hi = self.noise_sigma
+        if not 0 <= lo <= hi:
+            raise GeosslError(f"noise_sigma is a range [low, high] with 0 <= low <= high, got {list(self.noise_sigma)}")
+        lo, hi = self.speckle_looks
+        if int(lo) != lo or int(hi) != hi or not 1 <= lo <= hi:
+            raise GeosslError(
+                f"speckle_looks is a range of whole numbers of looks [low, high] with 1 <= low <= high, "
+                f"got {list(self.speckle_looks)}"
+            )
 
     def jitter_amounts(self) -> tuple[float, float, float, float]:
         """Brightness, contrast, saturation and hue amounts of the colour jitter."""
@@ -127,6 +155,16 @@ class ViewConfig:
         """This view with its RGB-only operations (colour jitter, grayscale, solarisation) off: what it does on data
         that are not 8-bit RGB."""
         return replace(self, **{name: 0.0 for name in RGB_ONLY})
+
+    def with_spectral_defaults(self) -> ViewConfig:
+        """This view with the spec's band dropout (p 0.1) and Gaussian noise (σ 0.01-0.05) where it leaves them off:
+        the band-wise defaults of spec ``remote_sensing.md`` §2 for optical data that are not 8-bit RGB."""
+        changes = {}
+        if self.band_dropout == 0:
+            changes["band_dropout"] = SPECTRAL_DEFAULTS["band_dropout"]
+        if self.noise_sigma[1] == 0:
+            changes["noise_sigma"] = SPECTRAL_DEFAULTS["noise_sigma"]
+        return replace(self, **changes)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -293,6 +331,25 @@ def check_rgb_only(config: ViewConfig, rgb: bool, name: str = "the view") -> Non
     )
 
 
+def check_speckle(config: ViewConfig, rgb: bool, name: str = "the view") -> None:
+    """Refuse SAR speckle on 8-bit RGB data, whose values are not backscatter in dB.
+
+    Raises:
+        GeosslError: ``config.speckle`` > 0 and the data are 8-bit RGB.
+    """
+    if rgb and config.speckle > 0:
+        raise GeosslError(
+            f"{name} asks for speckle ({config.speckle}), SAR speckle on backscatter in dB, but the data are "
+            "8-bit RGB; set speckle: 0 in it"
+        )
+
+
+def check_view(config: ViewConfig, rgb: bool, name: str = "the view") -> None:
+    """Refuse a view that asks for operations the data do not support: :func:`check_rgb_only`, :func:`check_speckle`."""
+    check_rgb_only(config, rgb, name)
+    check_speckle(config, rgb, name)
+
+
 class ViewAugment:
     """One random view of a batch: raw images in, normalised augmented images out.
 
@@ -305,14 +362,14 @@ class ViewAugment:
             used instead.
 
     Raises:
-        GeosslError: see :func:`check_rgb_only`.
+        GeosslError: see :func:`check_view`.
 
     Shapes:
         __call__(x (B, C, H, W) raw, generator=None) -> (B, C, S, S) float, S = config.size or H.
     """
 
     def __init__(self, config: ViewConfig, normalization: Normalization, rgb: bool) -> None:
-        check_rgb_only(config, rgb)
+        check_view(config, rgb)
         self.config = config
         self.normalization = normalization
         self.rgb = rgb
@@ -336,20 +393,13 @@ class ViewAugment:
                 apply = torch.rand(b, 1, 1, 1, generator=generator, device=dev) < cfg.solarize
                 x = torch.where(apply & (x >= 0.5), 1 - x, x)
             return self.normalization.normalize(x)
+        x = sar_speckle(x, cfg.speckle, cfg.speckle_looks, generator)
         x = self.normalization.normalize(x)
-        lo, hi = cfg.spectral_gain
-        if hi > lo or cfg.spectral_offset > 0:
-            gain = lo + (hi - lo) * torch.rand(b, c, 1, 1, generator=generator, device=dev)
-            offset = cfg.spectral_offset * torch.randn(b, c, 1, 1, generator=generator, device=dev)
-            x = x * gain + offset
-        if cfg.band_dropout > 0 and c > 1:
-            keep = torch.rand(b, c, 1, 1, generator=generator, device=dev) >= cfg.band_dropout
-            none_kept = ~keep.any(dim=1, keepdim=True)
-            first = torch.zeros_like(keep)
-            first[:, 0] = True
-            keep = keep | (none_kept & first)
-            x = x * keep
-        return _random_blur(x, cfg, generator)
+        x = spectral_jitter(x, cfg.spectral_gain, cfg.spectral_offset, generator)
+        # Blur before noise, so that the noise keeps its std; dropout last, so that a dropped band stays at its mean.
+        x = _random_blur(x, cfg, generator)
+        x = gaussian_noise(x, cfg.noise_sigma, generator)
+        return band_dropout(x, cfg.band_dropout, generator)
 
 
 class MultiViewAugment:

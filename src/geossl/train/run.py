@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from geossl.augment.views import ViewConfig, check_rgb_only
+from geossl.augment.views import ViewConfig, check_view
 from geossl.cpu_memory import keep_freed_memory
 from geossl.data import DataSplits, load_data
 from geossl.errors import GeosslError, unknown_name_error
@@ -112,7 +112,7 @@ def resolve_config(config: PretrainConfig, data: DataSplits) -> PretrainConfig:
         d["views"] = [v.to_dict() for v in views]
     for i, view in enumerate(d["views"]):
         # Views set by hand are checked here, before a run directory is made, with the name the user gave them.
-        check_rgb_only(ViewConfig.from_dict(view), data.is_rgb, name=f"views[{i}] of the config")
+        check_view(ViewConfig.from_dict(view), data.is_rgb, name=f"views[{i}] of the config")
     return PretrainConfig.from_dict(d)
 
 
@@ -126,7 +126,9 @@ def default_views(method_cls: type, image_size: int, overhead: bool, local_crops
 
     On data that are not 8-bit RGB (``rgb=False``) the views leave out the papers' colour jitter, grayscale and
     solarisation, which are defined for RGB only (:meth:`~geossl.augment.views.ViewConfig.without_rgb_only`); the
-    band-wise jitter of the views takes their place.
+    band-wise jitter of the views takes their place, with the band dropout and Gaussian noise of spec
+    ``remote_sensing.md`` §2 (:meth:`~geossl.augment.views.ViewConfig.with_spectral_defaults`). These are optical
+    defaults: SAR backscatter takes views set by hand (``speckle``).
     """
     if local_crops is not None and "n_local" in inspect.signature(method_cls.default_views).parameters:
         views = method_cls.default_views(image_size, overhead, n_local=local_crops)
@@ -136,7 +138,7 @@ def default_views(method_cls: type, image_size: int, overhead: bool, local_crops
             local = dataclasses.replace(views[0], size=local_crop_size(image_size), crop_scale=(0.05, 0.14),
                                         blur=0.5 if views[0].blur > 0 else 0.0)
             views = views[:2] + [local] * local_crops
-    return views if rgb else [v.without_rgb_only() for v in views]
+    return views if rgb else [v.without_rgb_only().with_spectral_defaults() for v in views]
 
 
 #: Lightning's precision settings that geossl trains with: float32; bfloat16 autocast (CPUs with AVX-512 BF16/AMX
