@@ -21,6 +21,7 @@ from geossl.data.geotiff import (
     stack_bands,
     write_geotiff,
 )
+from geossl.errors import GeosslError
 
 rasterio = pytest.importorskip("rasterio")
 
@@ -204,6 +205,21 @@ def test_read_s1_and_labels(bigearthnet_dir):
     labels = read_bigearthnet_labels(patch)
     expected = json.loads(next(patch.glob("*_labels_metadata.json")).read_text())["labels"]
     assert labels == expected and len(labels) >= 1
+
+
+def test_s1_backscatter_is_clipped_to_the_db_range(tmp_path):
+    patch = tmp_path / "S1B_IW_GRDH_test_1_1"
+    vv = np.array([[[-np.inf, -80.0], [-20.0, 15.0]]], dtype=np.float32)
+    write_geotiff(patch / f"{patch.name}_VV.tif", vv)
+    write_geotiff(patch / f"{patch.name}_VH.tif", vv - 6)
+    clipped = read_bigearthnet_s1(patch)
+    assert clipped[0].flatten().tolist() == [-50.0, -50.0, -20.0, 10.0]
+    assert clipped[1].flatten().tolist() == [-50.0, -50.0, -26.0, 9.0]
+    raw = read_bigearthnet_s1(patch, clip_db=None)
+    assert raw[0, 0, 0] == -np.inf and raw[0, 1, 1] == 15.0
+    assert read_bigearthnet_s1(patch, clip_db=(-30.0, 0.0))[0].flatten().tolist() == [-30.0, -30.0, -20.0, 0.0]
+    with pytest.raises(GeosslError, match="low < high"):
+        read_bigearthnet_s1(patch, clip_db=(10.0, -50.0))
 
 
 def test_speckle_views_of_real_s1_patches_keep_the_mean_power(bigearthnet_dir):

@@ -259,14 +259,31 @@ def read_bigearthnet_s2(
     return image, list(bands)
 
 
-def read_bigearthnet_s1(patch_dir: PathLike) -> torch.Tensor:
+#: Backscatter range of Sentinel-1 patches, in dB, outside which values are clipped (spec ``remote_sensing.md`` §1):
+#: below -50 dB is the noise floor or no signal (-inf for zero power), above +10 dB bright point targets.
+S1_CLIP_DB = (-50.0, 10.0)
+
+
+def read_bigearthnet_s1(patch_dir: PathLike, clip_db: tuple[float, float] | None = S1_CLIP_DB) -> torch.Tensor:
     """Read a BigEarthNet-S1 patch.
+
+    Args:
+        patch_dir: the patch folder (``<name>/<name>_VV.tif`` and ``_VH.tif``).
+        clip_db: clip the backscatter to this range in dB (default :data:`S1_CLIP_DB`, [-50, +10]), so that a
+            zero-power pixel (-inf dB) or a bright point target does not dominate the band statistics; None keeps
+            the file's values.
 
     Returns:
         float32 tensor of shape (2, 120, 120): backscatter in dB, bands in :data:`S1_BANDS` order (VV, VH).
+
+    Raises:
+        GeosslError: ``clip_db`` is not a range (low < high).
     """
+    if clip_db is not None and not clip_db[0] < clip_db[1]:
+        raise GeosslError(f"clip_db must be a range (low, high) in dB with low < high, got {tuple(clip_db)}")
     patch_dir = _patch_dir(patch_dir)
-    return stack_bands([_band_file(patch_dir, b) for b in S1_BANDS])
+    image = stack_bands([_band_file(patch_dir, b) for b in S1_BANDS])
+    return image if clip_db is None else image.clamp(*clip_db)
 
 
 def read_bigearthnet_labels(patch_dir: PathLike) -> list[str]:
