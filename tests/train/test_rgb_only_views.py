@@ -32,8 +32,12 @@ def test_default_views_leave_out_rgb_only_operations_on_multispectral_data(tmp_p
     assert any(v["color_jitter"] > 0 for v in on_rgb.views)  # so that the next line tests something
     for band_view, rgb_view in zip(on_bands.views, on_rgb.views):
         assert (band_view["color_jitter"], band_view["grayscale"], band_view["solarize"]) == (0.0, 0.0, 0.0)
+        # the band-wise defaults of spec remote_sensing.md §2 take their place, on these data only
+        assert (band_view["band_dropout"], band_view["noise_sigma"]) == (0.1, [0.01, 0.05])
+        assert (rgb_view["band_dropout"], rgb_view["noise_sigma"]) == (0.0, [0.0, 0.0])
         differing = {k for k in rgb_view if rgb_view[k] != band_view[k]}
-        assert differing <= {"color_jitter", "grayscale", "solarize", "vflip", "size", "blur_sigma"}
+        assert differing <= {"color_jitter", "grayscale", "solarize", "vflip", "size", "blur_sigma", "band_dropout",
+                             "noise_sigma"}
 
 
 def test_hand_set_rgb_only_views_are_refused_on_multispectral_data_before_a_run_starts(tmp_path) -> None:

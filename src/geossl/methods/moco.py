@@ -39,7 +39,8 @@ class MoCoV2(Method):
 
     Views: the shared two-view default (:meth:`~geossl.methods.base.Method.default_views`: crops of scale 0.2-1,
     colour jitter of strength 0.5, grayscale, no blur or solarisation); the paper's add a Gaussian blur with
-    probability 0.5, which a ``views:`` list in the run's YAML config sets (not measured here).
+    probability 0.5, which a ``views:`` list in the run's YAML config sets. Measured on EuroSAT at 64 px (zoo, seed
+    0, 19 epochs, σ scaled to 0.1-0.57 px): kNN / linear top-1 68.56 / 73.20 with the blur, 69.89 / 73.41 without.
 
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
@@ -134,8 +135,10 @@ class MoCoV3(Method):
 
     Views: the shared two-view default (:meth:`~geossl.methods.base.Method.default_views`: crops of scale 0.2-1,
     colour jitter of strength 0.5, grayscale, no blur or solarisation); the paper's are BYOL's asymmetric pair (blur
-    1.0 / 0.1, solarisation 0 / 0.2, :meth:`~geossl.methods.byol.BYOL.default_views`), which a ``views:`` list in
-    the run's YAML config sets (not measured here).
+    1.0 / 0.1, solarisation 0 / 0.2, crops of scale 0.08-1, jitter (0.4, 0.4, 0.2, 0.1)), which a ``views:`` list in
+    the run's YAML config sets. Measured on EuroSAT at 64 px (zoo, 9 epochs): kNN / linear top-1 64.70 / 70.22 with
+    the paper's views on seed 0, 64.14 / 70.93 the mean of the defaults over seeds 0-2 (62.89-65.57 kNN): within the
+    seed spread on one seed, so the defaults are kept until more seeds say otherwise.
 
     Args:
         backbone: module mapping images (B, C, H, W) to features (B, D) with ``feature_dim``.
