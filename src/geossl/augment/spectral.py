@@ -101,8 +101,9 @@ def speckle_gain(
 ) -> torch.Tensor:
     """Multiplicative speckle of an L-look intensity image: Gamma(L, 1/L), mean 1 and variance 1/L.
 
-    Drawn exactly as the mean of L unit exponentials (the L looks), so it takes a ``torch.Generator``, which
-    ``torch.distributions.Gamma`` does not.
+    Drawn exactly as the mean of L unit exponentials (the L looks), −(1/L) ln Π (1 − U_i), so it takes a
+    ``torch.Generator``, which ``torch.distributions.Gamma`` does not; one log per pixel, and each image draws only
+    its own L uniforms.
 
     Args:
         shape: (B, C, H, W).
@@ -113,13 +114,21 @@ def speckle_gain(
     Returns:
         float32 gains (B, C, H, W), all > 0.
     """
-    looks = looks.to(device=device, dtype=torch.float32)
-    total = torch.zeros(shape, device=device)
+    looks = looks.to(device=device)
+    product = torch.ones(shape, device=device)
     for i in range(int(looks.max())):
-        # 1 - U lies in (0, 1], so -log is finite; looks beyond an image's L add nothing.
-        draw = -torch.log1p(-torch.rand(shape, generator=generator, device=device))
-        total += draw * (looks > i).view(-1, 1, 1, 1)
-    return (total / looks.view(-1, 1, 1, 1)).clamp_min(torch.finfo(torch.float32).tiny)
+        more = looks > i
+        n = int(more.sum())
+        # 1 - U lies in (0, 1]: the product stays positive (its underflow, below 1e-38 for L <= 10, has probability
+        # under 1e-20 and is clamped away).
+        factor = 1 - torch.rand((n, *shape[1:]), generator=generator, device=device)
+        if n == shape[0]:
+            product *= factor
+        else:
+            product[more] *= factor
+    tiny = torch.finfo(torch.float32).tiny
+    gain = -torch.log(product.clamp_min(tiny)) / looks.to(torch.float32).view(-1, 1, 1, 1)
+    return gain.clamp_min(tiny)
 
 
 def sar_speckle(
