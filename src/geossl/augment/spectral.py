@@ -139,7 +139,7 @@ def sar_speckle(
     Multiplicative in linear power, hence additive in dB (spec ``remote_sensing.md`` §2, a library design choice).
     Each image is speckled with probability ``p``, its number of looks L drawn uniformly from the integers in
     ``looks``; fewer looks, stronger speckle (std of the linear gain 1/sqrt(L)). The gain has mean 1, so the mean
-    linear power is kept; in dB the mean shift is 10 / ln 10 · (ψ(L) − ln L) < 0, about −0.5 dB at L = 4.
+    linear power is kept; in dB the mean shift is 10 / ln 10 · (ψ(L) − ln L) < 0, −0.57 dB at L = 4.
 
     Args:
         x_db: backscatter in dB (B, C, H, W), before normalisation.
