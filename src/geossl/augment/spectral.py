@@ -153,8 +153,13 @@ def sar_speckle(
     if p <= 0:
         return x_db
     b, dev = x_db.shape[0], x_db.device
-    lo, hi = int(looks[0]), int(looks[1])
-    n_looks = torch.randint(lo, hi + 1, (b,), generator=generator, device=dev)
-    shift = DB_PER_NEPER * torch.log(speckle_gain(tuple(x_db.shape), n_looks, generator, dev)).to(x_db.dtype)
-    apply = _rand((b, 1, 1, 1), x_db, generator) < p
-    return torch.where(apply, x_db + shift, x_db)
+    chosen = _rand((b,), x_db, generator) < p
+    n = int(chosen.sum())
+    if n == 0:
+        return x_db
+    # Only the chosen images draw their looks and gains: the speckle is the costly part of a SAR view.
+    n_looks = torch.randint(int(looks[0]), int(looks[1]) + 1, (n,), generator=generator, device=dev)
+    gain = speckle_gain((n, *x_db.shape[1:]), n_looks, generator, dev)
+    out = x_db.clone()
+    out[chosen] += DB_PER_NEPER * torch.log(gain).to(x_db.dtype)
+    return out
