@@ -262,6 +262,23 @@ def test_wrong_number_of_views_and_bad_arguments():
         _build("moco-v3", projector_layers=1)
 
 
+def test_moco_v3_heads_follow_the_authors_resnet_recipe():
+    """Projector D → 4096 → 256 with a last BatchNorm without affine, predictor 256 → 4096 → 256 without one
+    (facebookresearch/moco-v3 ``MoCo_ResNet``); ``projector_layers=3`` gives the paper's ViT projector."""
+
+    def shapes(head):
+        return [(m.in_features, m.out_features) for m in head.modules() if isinstance(m, torch.nn.Linear)]
+
+    method = MoCoV3(build_backbone("resnet18", in_chans=3))
+    assert shapes(method.projector) == [(512, 4096), (4096, 256)]
+    assert shapes(method.predictor) == [(256, 4096), (4096, 256)]
+    assert isinstance(method.projector[-1], torch.nn.BatchNorm1d) and not method.projector[-1].affine
+    assert isinstance(method.predictor[-1], torch.nn.Linear)
+    assert shapes(method.teacher_projector) == shapes(method.projector)
+    vit_recipe = MoCoV3(build_backbone("resnet18", in_chans=3), projector_layers=3)
+    assert shapes(vit_recipe.projector) == [(512, 4096), (4096, 4096), (4096, 256)]
+
+
 @pytest.mark.parametrize("layers", [2, 3])
 def test_simsiam_projector_layers(layers):
     method = _build("simsiam", projector_layers=layers)

@@ -31,6 +31,13 @@ def _rand(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator
     return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
+def uniform(
+    shape: tuple[int, ...], low: float, high: float, like: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draws from U(low, high) of ``shape``, on ``like``'s device and dtype (the per-image or per-band factors)."""
+    return low + (high - low) * _rand(shape, like, generator)
+
+
 def spectral_jitter(
     x: torch.Tensor, gain: tuple[float, float], offset_std: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -49,7 +56,7 @@ def spectral_jitter(
     if hi <= lo and offset_std <= 0:
         return x
     b, c = x.shape[:2]
-    g = lo + (hi - lo) * _rand((b, c, 1, 1), x, generator)
+    g = uniform((b, c, 1, 1), lo, hi, x, generator)
     o = offset_std * torch.randn(b, c, 1, 1, generator=generator, device=x.device, dtype=x.dtype)
     return x * g + o
 
@@ -70,7 +77,7 @@ def gaussian_noise(
     lo, hi = sigma
     if hi <= 0:
         return x
-    std = lo + (hi - lo) * _rand((x.shape[0], 1, 1, 1), x, generator)
+    std = uniform((x.shape[0], 1, 1, 1), lo, hi, x, generator)
     return x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from geossl.augment.spectral import band_dropout, gaussian_noise, sar_speckle, spectral_jitter
+from geossl.augment.spectral import band_dropout, gaussian_noise, sar_speckle, spectral_jitter, uniform
 from geossl.errors import GeosslError
 
 
@@ -250,10 +250,6 @@ def _grayscale(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
 
 
-def _uniform(batch: int, low: float, high: float, device, generator) -> torch.Tensor:
-    return (low + (high - low) * torch.rand(batch, 1, 1, 1, generator=generator, device=device))
-
-
 def _color_jitter(
     x: torch.Tensor, amounts: tuple[float, float, float, float], generator: torch.Generator | None
 ) -> torch.Tensor:
@@ -265,12 +261,12 @@ def _color_jitter(
     """
     b, dev = x.shape[0], x.device
     a_b, a_c, a_s, a_h = amounts
-    x = (x * _uniform(b, 1 - a_b, 1 + a_b, dev, generator)).clamp(0, 1)
+    x = (x * uniform((b, 1, 1, 1), 1 - a_b, 1 + a_b, x, generator)).clamp(0, 1)
     mean = _grayscale(x).mean(dim=(2, 3), keepdim=True)
-    x = ((x - mean) * _uniform(b, 1 - a_c, 1 + a_c, dev, generator) + mean).clamp(0, 1)
+    x = ((x - mean) * uniform((b, 1, 1, 1), 1 - a_c, 1 + a_c, x, generator) + mean).clamp(0, 1)
     gray = _grayscale(x)
-    x = ((x - gray) * _uniform(b, 1 - a_s, 1 + a_s, dev, generator) + gray).clamp(0, 1)
-    angle = _uniform(b, -a_h, a_h, dev, generator).view(b) * 2 * math.pi
+    x = ((x - gray) * uniform((b, 1, 1, 1), 1 - a_s, 1 + a_s, x, generator) + gray).clamp(0, 1)
+    angle = uniform((b, 1, 1, 1), -a_h, a_h, x, generator).view(b) * 2 * math.pi
     to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=dev, dtype=x.dtype)
     from_yiq = torch.linalg.inv(to_yiq)
     cos, sin = torch.cos(angle), torch.sin(angle)
