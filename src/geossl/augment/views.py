@@ -298,7 +298,7 @@ def _random_blur(x: torch.Tensor, cfg: ViewConfig, generator: torch.Generator | 
     if cfg.blur <= 0:
         return x
     b, dev = x.shape[0], x.device
-    sigma = cfg.blur_sigma[0] + (cfg.blur_sigma[1] - cfg.blur_sigma[0]) * torch.rand(b, generator=generator, device=dev)
+    sigma = uniform((b,), *cfg.blur_sigma, x, generator)
     apply = torch.rand(b, 1, 1, 1, generator=generator, device=dev) < cfg.blur
     return torch.where(apply, _gaussian_blur(x, sigma), x)
 
